@@ -1,0 +1,245 @@
+"""Classification and calibration metrics on saved logits (numpy only, float64).
+
+Conventions (calibration.md §6):
+- confidence = max softmax of the logits, prediction = argmax (the first index on ties, as ``np.argmax``);
+- percentages for accuracy, macro-F1 and every calibration error; NLL and Brier plain;
+- equal-width bins over [0, 1]: bin b is ``(lo_b, hi_b]`` (lower edge exclusive, upper edge inclusive), a
+  confidence of exactly 0 falls in the first bin and a confidence of exactly 1.0 in the last one. Nothing is
+  dropped: the official TCPT code loses conf = 0 and the DAC code loses conf = 1.0 (anchors.md §2.5).
+
+Every binned metric goes through :func:`bin_indices`, so the edge rule lives in one place.
+"""
+from __future__ import annotations
+
+import math
+from typing import Iterable
+
+import numpy as np
+
+__all__ = [
+    "log_softmax", "softmax", "bin_indices", "bin_edges", "binned_calibration_error", "adaptive_ece",
+    "classwise_ece", "macro_f1", "nll", "brier", "margins", "reliability_data", "compute_metrics",
+    "aggregate", "harmonic_mean", "METRIC_KEYS",
+]
+
+# The keys of compute_metrics, in the order tables print them.
+METRIC_KEYS = ("accuracy", "macro_f1", "ece", "mce", "mce_weighted", "adaptive_ece", "classwise_ece", "nll",
+               "brier")
+
+
+# --------------------------------------------------------------------------------------------------- helpers
+def _check(logits, labels=None) -> tuple[np.ndarray, np.ndarray | None]:
+    z = np.asarray(logits, dtype=np.float64)
+    if z.ndim != 2 or z.shape[0] == 0 or z.shape[1] == 0:
+        raise ValueError(f"logits must be a non-empty N x C array, got shape {z.shape}")
+    if not np.all(np.isfinite(z)):
+        raise ValueError("logits contain NaN or inf")
+    if labels is None:
+        return z, None
+    y = np.asarray(labels)
+    if y.shape != (z.shape[0],):
+        raise ValueError(f"labels must have shape ({z.shape[0]},) to match logits {z.shape}, got {y.shape}")
+    if not np.issubdtype(y.dtype, np.integer):
+        if not np.all(np.equal(np.mod(y, 1), 0)):
+            raise ValueError("labels must be integers")
+    y = y.astype(np.int64)
+    if y.min() < 0 or y.max() >= z.shape[1]:
+        raise ValueError(f"labels must lie in [0, {z.shape[1]}), got [{y.min()}, {y.max()}]")
+    return z, y
+
+
+def log_softmax(logits) -> np.ndarray:
+    """Row-wise log-softmax in float64, stable (max subtracted before exp)."""
+    z = np.asarray(logits, dtype=np.float64)
+    z = z - z.max(axis=-1, keepdims=True)
+    return z - np.log(np.exp(z).sum(axis=-1, keepdims=True))
+
+
+def softmax(logits) -> np.ndarray:
+    """Row-wise softmax in float64 (exp of :func:`log_softmax`)."""
+    return np.exp(log_softmax(logits))
+
+
+def bin_edges(n_bins: int) -> np.ndarray:
+    """The ``n_bins + 1`` equal-width edges over [0, 1]."""
+    if int(n_bins) < 1:
+        raise ValueError(f"n_bins must be >= 1, got {n_bins}")
+    return np.linspace(0.0, 1.0, int(n_bins) + 1)
+
+
+def bin_indices(conf, n_bins: int = 10) -> np.ndarray:
+    """Equal-width bin of each confidence: bin b holds ``edges[b] < c <= edges[b+1]``; c = 0 goes to bin 0.
+
+    Values are clipped to [0, 1] first (softmax can only leave that range by rounding), so c = 1.0 lands in the
+    last bin and every value lands in exactly one bin.
+    """
+    c = np.clip(np.asarray(conf, dtype=np.float64), 0.0, 1.0)
+    edges = bin_edges(n_bins)
+    # searchsorted(side="left") = first edge >= c, so c in (edges[b], edges[b+1]] gives b + 1.
+    return np.clip(np.searchsorted(edges, c, side="left") - 1, 0, len(edges) - 2)
+
+
+def _bin_sums(conf: np.ndarray, hit: np.ndarray, idx: np.ndarray, n_bins: int):
+    count = np.bincount(idx, minlength=n_bins).astype(np.float64)
+    sum_conf = np.bincount(idx, weights=conf, minlength=n_bins)
+    sum_hit = np.bincount(idx, weights=hit.astype(np.float64), minlength=n_bins)
+    return count, sum_conf, sum_hit
+
+
+def binned_calibration_error(conf, hit, n_bins: int = 10) -> dict[str, float]:
+    """ECE, MCE and mass-weighted MCE (fractions, not percent) of confidences vs 0/1 outcomes.
+
+    ``ece = sum_b (n_b/N) |acc_b - conf_b|``; ``mce = max_b |acc_b - conf_b|`` over non-empty bins (standard);
+    ``mce_weighted = max_b (n_b/N) |acc_b - conf_b|`` (what the TCPT/DAC code logs as "MCE"; that code bins
+    it as ``[lo, hi)``, we keep one bin rule for every metric).
+    """
+    conf = np.asarray(conf, dtype=np.float64)
+    hit = np.asarray(hit, dtype=np.float64)
+    count, sum_conf, sum_hit = _bin_sums(conf, hit, bin_indices(conf, n_bins), int(n_bins))
+    nonempty = count > 0
+    # |acc_b - conf_b| * n_b = |sum_hit_b - sum_conf_b|: no division by empty bins.
+    weighted_gap = np.abs(sum_hit - sum_conf) / conf.size
+    gap = np.abs(sum_hit[nonempty] - sum_conf[nonempty]) / count[nonempty]
+    return {"ece": float(weighted_gap.sum()), "mce": float(gap.max()), "mce_weighted": float(weighted_gap.max())}
+
+
+def adaptive_ece(conf, hit, n_bins: int = 10) -> float:
+    """Equal-mass ECE (fraction): sort by confidence (stable), split into ``n_bins`` contiguous groups whose sizes
+    differ by at most one (``np.array_split``), then the ECE sum. Groups are empty only when N < n_bins.
+
+    Differs slightly from the TCPT code's quantile-edge binning (sklearn KBinsDiscretizer), which merges duplicate
+    edges; with distinct confidences and N divisible by n_bins the two agree.
+    """
+    conf = np.asarray(conf, dtype=np.float64)
+    hit = np.asarray(hit, dtype=np.float64)
+    order = np.argsort(conf, kind="stable")
+    total = 0.0
+    for group in np.array_split(order, int(n_bins)):
+        if group.size:
+            total += abs(hit[group].sum() - conf[group].sum())
+    return total / conf.size
+
+
+def classwise_ece(probs, labels, n_bins: int = 10) -> float:
+    """Classwise ECE (fraction): for every class c (all C columns), the equal-width ECE of ``p_ic`` against
+    ``1[y_i = c]``; then the mean over classes (Kull et al., 2019). Same bin rule as ECE."""
+    p = np.asarray(probs, dtype=np.float64)
+    n, c = p.shape
+    y = np.asarray(labels, dtype=np.int64)
+    onehot = np.zeros_like(p)
+    onehot[np.arange(n), y] = 1.0
+    # One bincount over (class, bin) pairs instead of a loop over classes.
+    flat = (np.arange(c)[None, :] * int(n_bins) + bin_indices(p, n_bins)).ravel()
+    size = c * int(n_bins)
+    sum_p = np.bincount(flat, weights=p.ravel(), minlength=size)
+    sum_y = np.bincount(flat, weights=onehot.ravel(), minlength=size)
+    per_class = np.abs(sum_y - sum_p).reshape(c, int(n_bins)).sum(axis=1) / n
+    return float(per_class.mean())
+
+
+def macro_f1(y_true, y_pred) -> float:
+    """Macro-F1 in percent over the labels present in ``y_true`` (sklearn ``labels=unique(y_true)``).
+
+    F1 per label = 2 TP / (2 TP + FP + FN), 0 when that is 0/0 (cannot happen for a present label)."""
+    y_true = np.asarray(y_true, dtype=np.int64)
+    y_pred = np.asarray(y_pred, dtype=np.int64)
+    scores = []
+    for lab in np.unique(y_true):
+        tp = np.sum((y_pred == lab) & (y_true == lab))
+        fp = np.sum((y_pred == lab) & (y_true != lab))
+        fn = np.sum((y_pred != lab) & (y_true == lab))
+        denom = 2 * tp + fp + fn
+        scores.append(2 * tp / denom if denom else 0.0)
+    return 100.0 * float(np.mean(scores))
+
+
+def _nll(logp: np.ndarray, y: np.ndarray) -> float:
+    return float(-logp[np.arange(len(y)), y].mean())
+
+
+def _brier(p: np.ndarray, y: np.ndarray) -> float:
+    gap = p.copy()
+    gap[np.arange(len(y)), y] -= 1.0
+    return float((gap ** 2).sum(axis=1).mean())
+
+
+def nll(logits, labels) -> float:
+    """Mean negative log-likelihood of the true label."""
+    z, y = _check(logits, labels)
+    return _nll(log_softmax(z), y)
+
+
+def brier(logits, labels) -> float:
+    """Multi-class Brier score: ``mean_i sum_c (p_ic - 1[y_i = c])^2`` (range [0, 2])."""
+    z, y = _check(logits, labels)
+    return _brier(softmax(z), y)
+
+
+def margins(logits, labels) -> np.ndarray:
+    """Top-1 margin per sample, ``z_y - max_{j != y} z_j`` (positive iff correctly and uniquely classified)."""
+    z, y = _check(logits, labels)
+    if z.shape[1] < 2:
+        raise ValueError("margins need at least 2 classes")
+    rows = np.arange(len(y))
+    true = z[rows, y].copy()
+    z = z.copy()
+    z[rows, y] = -np.inf
+    return true - z.max(axis=1)
+
+
+def reliability_data(logits, labels, n_bins: int = 10) -> dict[str, np.ndarray]:
+    """Per equal-width bin: ``count`` (int), mean ``confidence`` and ``accuracy`` (fractions; NaN for an empty
+    bin), plus ``edges`` (n_bins + 1). Same bin rule as ECE, so ``sum count/N * |accuracy - confidence|`` over
+    non-empty bins is the ECE."""
+    z, y = _check(logits, labels)
+    p = softmax(z)
+    conf, pred = p.max(axis=1), p.argmax(axis=1)
+    count, sum_conf, sum_hit = _bin_sums(conf, pred == y, bin_indices(conf, n_bins), int(n_bins))
+    with np.errstate(invalid="ignore", divide="ignore"):
+        mean_conf = np.where(count > 0, sum_conf / count, np.nan)
+        acc = np.where(count > 0, sum_hit / count, np.nan)
+    return {"edges": bin_edges(n_bins), "count": count.astype(np.int64), "confidence": mean_conf,
+            "accuracy": acc}
+
+
+def compute_metrics(logits, labels, n_bins: int = 10) -> dict[str, float]:
+    """Every metric of calibration.md §6 for scaled logits (N x C) and integer labels (N).
+
+    Returns ``accuracy``, ``macro_f1``, ``ece``, ``mce``, ``mce_weighted``, ``adaptive_ece``, ``classwise_ece``
+    in percent and ``nll``, ``brier`` plain. Equal-width bins are ``(lo, hi]`` with confidence 0 in the first
+    bin and confidence 1.0 in the last; ``n_bins`` sets both the equal-width and the equal-mass bin counts.
+    """
+    z, y = _check(logits, labels)
+    logp = log_softmax(z)
+    p = np.exp(logp)
+    conf, pred = p.max(axis=1), p.argmax(axis=1)
+    hit = (pred == y).astype(np.float64)
+    binned = binned_calibration_error(conf, hit, n_bins)
+    return {
+        "accuracy": 100.0 * float(hit.mean()),
+        "macro_f1": macro_f1(y, pred),
+        "ece": 100.0 * binned["ece"],
+        "mce": 100.0 * binned["mce"],
+        "mce_weighted": 100.0 * binned["mce_weighted"],
+        "adaptive_ece": 100.0 * adaptive_ece(conf, hit, n_bins),
+        "classwise_ece": 100.0 * classwise_ece(p, y, n_bins),
+        "nll": _nll(logp, y),
+        "brier": _brier(p, y),
+    }
+
+
+# ------------------------------------------------------------------------------------------------ aggregation
+def aggregate(values: Iterable[float]) -> tuple[float, float]:
+    """Mean and population std (ddof = 0) over seeds, as the TCPT aggregation (``np.std``)."""
+    v = np.asarray(list(values), dtype=np.float64)
+    if v.size == 0:
+        raise ValueError("aggregate() needs at least one value")
+    return float(v.mean()), float(v.std(ddof=0))
+
+
+def harmonic_mean(b: float, n: float) -> float:
+    """HM = 2 B N / (B + N) of base and novel accuracy (computed from the seed means); 0 when B + N = 0."""
+    b, n = float(b), float(n)
+    if math.isnan(b) or math.isnan(n):
+        return float("nan")
+    return 0.0 if b + n == 0 else 2.0 * b * n / (b + n)
