@@ -1,0 +1,7 @@
+"""Our own compact engine with the Dassl API (engine.md §7).
+
+Importing ``dassl`` loads nothing heavy; import the sub-packages you need
+(``dassl.config``, ``dassl.utils``, ``dassl.engine``, ...).
+"""
+
+__version__ = "0.6.3+calib"
