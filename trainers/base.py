@@ -1,0 +1,442 @@
+"""What every prompt-tuning method shares: the model contract and :class:`PromptTrainer`.
+
+A method supplies a :class:`PromptModel` (how prompts enter CLIP) and, when it has one, its own loss terms. The
+trainer does the rest, once for every method: load CLIP once and freeze it, the precision policy, the frozen
+zero-shot text features ``F0`` of the current class set, the optimiser over learnable parameters only, the training
+step (method loss + ``--calib`` terms), evaluation with text features computed once, checkpoints holding learnable
+parameters only, and the run record.
+"""
+from __future__ import annotations
+
+import contextlib
+import os
+import os.path as osp
+import time
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+import clip
+from calibration.regularizers import build_objective
+from dassl.engine import TrainerX
+from dassl.optim import build_lr_scheduler, build_optimizer
+from dassl.utils import UserError, load_checkpoint, save_checkpoint
+
+from . import record
+from .templates import frozen_templates, zeroshot_text_features
+
+PRECISIONS = ("fp16", "fp32", "amp", "bf16")
+
+
+class NonFiniteLossError(UserError):
+    """The loss became NaN/inf; the message names the epoch, step and every loss term."""
+
+
+@dataclass
+class PromptOutput:
+    """The one structured output of every method's forward (DESIGN §4.3)."""
+
+    logits: torch.Tensor                       # B×C, scaled by s = exp(logit_scale)
+    text_features: torch.Tensor | None = None  # normalised, C×E (B×C×E for instance-conditional methods)
+    image_features: torch.Tensor | None = None  # normalised, B×E
+    losses: dict[str, torch.Tensor] = field(default_factory=dict)  # the method's own weighted terms
+
+
+class PromptModel(nn.Module):
+    """A method's model around a frozen CLIP.
+
+    Subclasses create their learnable parameters in ``__init__`` (CLIP is already frozen, so whatever they create is
+    learnable) and override :meth:`prepare` and/or :meth:`forward`. The default is CLIP with tuned text features
+    from :meth:`encode_text`.
+    """
+
+    #: True when the image tower depends on learnable parameters (its features cannot be cached or reused as the
+    #: frozen ones).
+    image_prompted: bool = False
+
+    def __init__(self, cfg, classnames: list[str], clip_model, zs_text_features: torch.Tensor):
+        super().__init__()
+        self.cfg = cfg
+        self.classnames = list(classnames)
+        self.clip = clip_model
+        self.text_encoder = clip.TextEncoder(clip_model)
+        self.image_encoder = clip.VisionEncoder(clip_model)
+        self.register_buffer("zs_text_features", zs_text_features, persistent=False)
+        self.text_chunk = int(cfg.TEST.TEXT_CHUNK) if "TEXT_CHUNK" in cfg.TEST else 0
+
+    # -- frozen towers stay in eval mode whatever the trainer does (RN50 BatchNorm statistics must not move)
+    def train(self, mode: bool = True):
+        super().train(mode)
+        self.clip.eval()
+        return self
+
+    @property
+    def logit_scale(self) -> torch.Tensor:
+        return self.clip.logit_scale.exp().float()
+
+    @property
+    def dtype(self) -> torch.dtype:
+        return self.text_encoder.dtype
+
+    def encode_prompts(self, prompts: torch.Tensor, eot_idx: torch.Tensor, deep_prompts=None) -> torch.Tensor:
+        """Normalised text features of assembled prompts; chunked over classes at evaluation (bounded memory)."""
+        n = prompts.shape[0]
+        chunk = self.text_chunk
+        if self.training or chunk <= 0 or n <= chunk:
+            return F.normalize(self.text_encoder(prompts, eot_idx, deep_prompts).float(), dim=-1)
+        parts = [self.text_encoder(prompts[i:i + chunk], eot_idx[i:i + chunk], deep_prompts)
+                 for i in range(0, n, chunk)]
+        return F.normalize(torch.cat(parts).float(), dim=-1)
+
+    def encode_text(self) -> torch.Tensor:
+        """Tuned, normalised class text features C×E. Default: the frozen ones."""
+        return self.zs_text_features
+
+    def encode_image(self, image: torch.Tensor) -> torch.Tensor:
+        return F.normalize(self.image_encoder(image.to(self.image_encoder.dtype)).float(), dim=-1)
+
+    def prepare(self) -> Any:
+        """Everything that does not depend on the image: computed once per evaluation, once per training step."""
+        return self.encode_text()
+
+    def forward(self, image=None, label=None, *, prepared=None, image_features=None) -> PromptOutput:
+        text = self.prepare() if prepared is None else prepared
+        f = self.encode_image(image) if image_features is None else image_features
+        return PromptOutput(logits=self.logit_scale * f @ text.t(), text_features=text, image_features=f)
+
+
+def resolve_precision(prec: str, device: torch.device) -> str:
+    prec = str(prec).lower()
+    if prec not in PRECISIONS:
+        raise UserError(f"TRAINER.<METHOD>.PREC must be one of {PRECISIONS}, got {prec!r}")
+    if device.type == "cpu" and prec == "fp16":
+        print("Note: PREC fp16 (pure half precision) needs a GPU; running in fp32 on the CPU")
+        return "fp32"
+    return prec
+
+
+class PromptTrainer(TrainerX):
+    """The shared trainer. A method subclass sets ``model_class`` and ``cfg_node`` and may override
+    :meth:`loss_terms` (its own losses) or :meth:`backward_and_update` (e.g. ProGrad's projection)."""
+
+    model_class: type[PromptModel] = PromptModel
+    cfg_node: str = "COOP"            # TRAINER.<node> holds the method's keys (PREC at least)
+    registered_name: str = "prompt_learner"
+    trainable: bool = True            # ZeroshotCLIP sets False
+
+    # ------------------------------------------------------------------ build
+    @property
+    def method_cfg(self):
+        return self.cfg.TRAINER[self.cfg_node]
+
+    def build_model(self):
+        cfg = self.cfg
+        classnames = self.dm.dataset.classnames
+        self.precision = resolve_precision(self.method_cfg.get("PREC", "fp32"), self.device)
+        weights = {"fp16": "fp16", "bf16": "bf16"}.get(self.precision, "fp32")
+        print(f"Loading CLIP (backbone: {cfg.MODEL.BACKBONE.NAME}, weights {weights})")
+        clip_model = clip.load(cfg.MODEL.BACKBONE.NAME, device=self.device, precision=weights)
+        clip_model.requires_grad_(False)
+        clip_model.eval()
+
+        kind = cfg.TRAINER.CALIB.FROZEN_TEMPLATES if "CALIB" in cfg.TRAINER else "single"
+        self.zs_text_features = zeroshot_text_features(
+            clip_model, classnames, frozen_templates(cfg.DATASET.NAME, kind)).to(self.device)
+
+        print(f"Building {type(self).__name__} model")
+        self.model = self.model_class(cfg, classnames, clip_model, self.zs_text_features).to(self.device)
+        learn_dtype = torch.float16 if self.precision == "fp16" else torch.float32
+        for p in self.learnable_parameters():
+            p.data = p.data.to(learn_dtype)
+        names = [n for n, _ in self.learnable_named_parameters()]
+        n_params = sum(p.numel() for p in self.learnable_parameters())
+        print(f"Parameters to be updated: {len(names)} tensors, {n_params:,} values")
+        if cfg.MODEL.INIT_WEIGHTS:
+            self._load_state(torch.load(cfg.MODEL.INIT_WEIGHTS, map_location="cpu", weights_only=False),
+                             cfg.MODEL.INIT_WEIGHTS)
+
+        self.objective = build_objective(cfg)
+        if self.trainable and names:
+            self.optim = build_optimizer(self.learnable_parameters(), cfg.OPTIM)
+            self.sched = build_lr_scheduler(self.optim, cfg.OPTIM)
+            self.register_model(self.registered_name, self.model, self.optim, self.sched)
+        self.autocast_dtype = None
+        self.scaler = None
+        if self.precision == "amp":
+            use_bf16 = self.device.type == "cpu" or torch.cuda.is_bf16_supported()
+            self.autocast_dtype = torch.bfloat16 if use_bf16 else torch.float16
+            if self.autocast_dtype == torch.float16:
+                self.scaler = torch.amp.GradScaler("cuda")
+
+    def learnable_named_parameters(self):
+        return [(n, p) for n, p in self.model.named_parameters() if p.requires_grad]
+
+    def learnable_parameters(self):
+        return [p for _, p in self.learnable_named_parameters()]
+
+    def autocast(self):
+        if self.autocast_dtype is None:
+            return contextlib.nullcontext()
+        return torch.autocast(self.device.type, dtype=self.autocast_dtype)
+
+    # ------------------------------------------------------------------ training step
+    def parse_batch_train(self, batch):
+        return batch["img"].to(self.device, non_blocking=True), batch["label"].to(self.device, non_blocking=True)
+
+    def loss_terms(self, out: PromptOutput, label: torch.Tensor) -> dict[str, torch.Tensor]:
+        """The method's loss as named terms: CE plus the method's own (already weighted) terms."""
+        return {"ce": F.cross_entropy(out.logits.float(), label), **out.losses}
+
+    def zero_shot_logits(self, image: torch.Tensor, out: PromptOutput) -> torch.Tensor:
+        """Frozen-CLIP logits of the batch (no_grad): reuses the image features when the image tower is frozen."""
+        with torch.no_grad():
+            if not self.model.image_prompted and out.image_features is not None:
+                f = out.image_features.detach().float()
+            else:
+                f = F.normalize(self.model.clip.encode_image(image.to(self.model.dtype)).float(), dim=-1)
+            return self.model.logit_scale * f @ self.zs_text_features.t()
+
+    def compute_loss(self, image, label) -> tuple[torch.Tensor, dict[str, torch.Tensor], PromptOutput]:
+        with self.autocast():
+            out = self.model(image, label)
+        terms = self.loss_terms(out, label)
+        if self.objective is not None:
+            zs_logits = self.zero_shot_logits(image, out) if self.objective.needs_zs_logits else None
+            terms.update(self.objective(out.logits, label, out.text_features, self.zs_text_features,
+                                        zs_logits=zs_logits, logit_scale=self.model.logit_scale))
+        loss = sum(t.float() for t in terms.values())
+        return loss, terms, out
+
+    def forward_backward(self, batch):
+        image, label = self.parse_batch_train(batch)
+        loss, terms, out = self.compute_loss(image, label)
+        self.check_finite(loss, terms)
+        self.backward_and_update(loss, terms)
+        summary = {"loss": loss.item(), "acc": (out.logits.argmax(-1) == label).float().mean().item() * 100}
+        if len(terms) > 1:
+            summary.update({k: v.item() for k, v in terms.items()})
+        if (self.batch_idx + 1) == self.num_batches:
+            self.update_lr()
+        return summary
+
+    def check_finite(self, loss, terms):
+        if torch.isfinite(loss).all():
+            return
+        values = ", ".join(f"{k}={v.item():.6g}" for k, v in terms.items())
+        raise NonFiniteLossError(
+            f"non-finite loss at epoch {self.epoch + 1}, step {self.batch_idx + 1}: {values}. "
+            "The last saved checkpoint is untouched; lower OPTIM.LR or use PREC fp32/amp.")
+
+    def backward_and_update(self, loss: torch.Tensor, terms: dict[str, torch.Tensor]) -> None:
+        self.optim.zero_grad(set_to_none=True)
+        if self.scaler is not None:
+            self.scaler.scale(loss).backward()
+            self.scaler.step(self.optim)
+            self.scaler.update()
+        else:
+            loss.backward()
+            self.optim.step()
+
+    # ------------------------------------------------------------------ evaluation
+    @torch.no_grad()
+    def predict(self, loader, with_zero_shot: bool = True) -> dict[str, np.ndarray]:
+        """Logits, labels, zero-shot logits and the tuned text features over a loader; text side computed once."""
+        self.set_model_mode("eval")
+        model = self.model
+        with self.autocast():
+            prepared = None if getattr(model, "text_per_image", False) else model.prepare()
+        logits, labels, zs, texts = [], [], [], []
+        from tqdm import tqdm
+
+        for batch in tqdm(loader, desc="eval", leave=False, disable=not self.cfg.VERBOSE):
+            if batch is None:  # every image of the batch was unreadable and skipped (DATALOADER.SKIP_BAD_IMAGES)
+                continue
+            image, label = self.parse_batch_test(batch)
+            with self.autocast():
+                out = model(image, prepared=prepared)
+            logits.append(out.logits.float().cpu())
+            labels.append(label.cpu())
+            if with_zero_shot:
+                zs.append(self.zero_shot_logits(image, out).cpu())
+            if out.text_features is not None and out.text_features.dim() == 3:
+                texts.append(out.text_features.float().mean(0, keepdim=True).cpu())
+        text = None
+        if texts:
+            text = F.normalize(torch.cat(texts).mean(0), dim=-1)
+        elif isinstance(prepared, torch.Tensor):
+            text = prepared.float().cpu()
+        elif hasattr(prepared, "text_features"):
+            text = prepared.text_features.float().cpu()
+        return {
+            "logits": torch.cat(logits).numpy().astype(np.float32),
+            "labels": torch.cat(labels).numpy().astype(np.int64),
+            "zs_logits": torch.cat(zs).numpy().astype(np.float32) if zs else None,
+            "text_features": None if text is None else text.numpy().astype(np.float32),
+        }
+
+    def test(self, split=None):
+        """Evaluate on ``split`` (default TEST.SPLIT), print the Dassl block, and write the run record."""
+        split = split or self.cfg.TEST.SPLIT
+        if split == "val" and self.val_loader is not None:
+            loader = self.val_loader
+        else:
+            split, loader = "test", self.test_loader
+        print(f"Evaluate on the *{split}* set")
+        t0 = time.time()
+        pred = self.predict(loader)
+        self.evaluator.reset()
+        self.evaluator.process(torch.from_numpy(pred["logits"]), torch.from_numpy(pred["labels"]))
+        results = self.evaluator.evaluate()
+        for k, v in results.items():
+            if isinstance(v, (int, float)):
+                self.write_scalar(f"{split}/{k}", v, self.epoch)
+        self.dm.report_skipped()
+        if split == "test":
+            self.write_record(results, pred, eval_seconds=time.time() - t0)
+        return list(results.values())[0]
+
+    def write_record(self, results, pred, eval_seconds: float) -> None:
+        arrays = dict(pred)
+        arrays["classnames"] = np.array(self.dm.dataset.classnames)
+        arrays["logit_scale"] = np.float32(self.model.logit_scale.item())
+        arrays["zs_text_features"] = self.zs_text_features.float().cpu().numpy()
+        if getattr(self, "_trained", False) and self.val_loader is not None:
+            val = self.predict(self.val_loader)
+            arrays.update(val_logits=val["logits"], val_labels=val["labels"], val_zs_logits=val["zs_logits"])
+        record.write_predictions(self.output_dir, arrays)
+        metrics = {k: v for k, v in results.items() if isinstance(v, (int, float))}
+        record.write_results(self.output_dir, {"metrics": metrics, "split": "test", "run": self.run_info(
+            eval_seconds)})
+        print(f"Run record written to {self.output_dir}")
+
+    def run_info(self, eval_seconds: float) -> dict[str, Any]:
+        cfg = self.cfg
+        calib = cfg.TRAINER.CALIB.NAME or None
+        info = {
+            "trainer": cfg.TRAINER.NAME,
+            "dataset": cfg.DATASET.NAME,
+            "subsample": cfg.DATASET.SUBSAMPLE_CLASSES,
+            "shots": cfg.DATASET.NUM_SHOTS,
+            "seed": cfg.SEED,
+            "calib": calib,
+            "calib_params": dict(cfg.TRAINER.CALIB) if calib else None,
+            "backbone": cfg.MODEL.BACKBONE.NAME,
+            "precision": self.precision,
+            "config": getattr(cfg, "CONFIG_NAME", "") or None,
+            "max_epoch": cfg.OPTIM.MAX_EPOCH,
+            "model_dir": getattr(self, "_loaded_from", None),
+            "load_epoch": getattr(self, "_loaded_epoch", None),
+            "num_classes": len(self.dm.dataset.classnames),
+            "num_test": len(self.dm.dataset.test),
+            "split_sha256": getattr(self.dm.dataset, "split_sha256", None),
+            "git_commit": record.git_commit(),
+            "versions": record.versions(),
+            "timings": {"train_seconds": getattr(self, "_train_seconds", None), "eval_seconds": eval_seconds},
+        }
+        return info
+
+    # ------------------------------------------------------------------ train hooks
+    def before_train(self):
+        self._train_t0 = time.time()
+        super().before_train()
+
+    def after_train(self):
+        self._trained = True
+        self._train_seconds = time.time() - self._train_t0
+        super().after_train()
+
+    # ------------------------------------------------------------------ checkpoints: learnable parameters only
+    def checkpoint_state(self) -> dict[str, torch.Tensor]:
+        return {n: p.detach().cpu() for n, p in self.learnable_named_parameters()}
+
+    def checkpoint_meta(self) -> dict[str, Any]:
+        node = self.method_cfg
+        return {"trainer": self.cfg.TRAINER.NAME, "backbone": self.cfg.MODEL.BACKBONE.NAME,
+                "method_cfg": {k: v for k, v in node.items()}, "classnames": list(self.dm.dataset.classnames),
+                "precision": self.precision}
+
+    def save_model(self, epoch, directory, is_best=False, val_result=None, model_name=""):
+        for name in self.get_model_names():
+            save_checkpoint(
+                {"state_dict": self.checkpoint_state(), "epoch": epoch + 1,
+                 "optimizer": self._optims[name].state_dict() if self._optims[name] else None,
+                 "scheduler": self._scheds[name].state_dict() if self._scheds[name] else None,
+                 "val_result": val_result, "meta": self.checkpoint_meta()},
+                osp.join(directory, name), is_best=is_best, model_name=model_name)
+
+    def _checkpoint_path(self, directory: str, name: str, epoch: int | None) -> str:
+        folder = osp.join(directory, name)
+        if epoch is not None:
+            return osp.join(folder, f"model.pth.tar-{epoch}")
+        if osp.exists(osp.join(folder, "model-best.pth.tar")):
+            return osp.join(folder, "model-best.pth.tar")
+        pointer = osp.join(folder, "checkpoint")
+        if osp.exists(pointer):
+            with open(pointer) as f:
+                return osp.join(folder, f.readline().strip())
+        return osp.join(folder, "model-best.pth.tar")
+
+    def _load_state(self, checkpoint: dict, path: str) -> None:
+        state = checkpoint.get("state_dict", checkpoint)
+        state = {k[7:] if k.startswith("module.") else k: v for k, v in state.items()}
+        meta = checkpoint.get("meta") or {}
+        if meta:
+            mine = self.checkpoint_meta()
+            diffs = [f"{k}: checkpoint {meta[k]!r} vs this run {mine[k]!r}" for k in ("trainer", "backbone")
+                     if k in meta and meta[k] != mine[k]]
+            if diffs:
+                raise UserError(f"checkpoint {path} does not match this run ({'; '.join(diffs)}); "
+                                "pass the --model-dir of a run made with the same trainer and backbone")
+        own = dict(self.learnable_named_parameters())
+        missing = [k for k in own if k not in state]
+        wrong = [f"{k} {tuple(state[k].shape)} vs {tuple(own[k].shape)}" for k in own
+                 if k in state and state[k].shape != own[k].shape]
+        if missing or wrong:
+            raise UserError(
+                f"checkpoint {path} does not fit this model: missing {missing or 'nothing'}; shape mismatch "
+                f"{wrong or 'none'}. It was made with different prompt settings (e.g. N_CTX, prompt depth); "
+                "use the same --config-file and TRAINER options as the training run")
+        with torch.no_grad():
+            for k, p in own.items():
+                p.copy_(state[k].to(p.dtype))
+
+    def load_model(self, directory, epoch=None):
+        if not directory:
+            print("Note that load_model() is skipped as no pretrained model is given")
+            return
+        names = self.get_model_names()
+        if not names:
+            return
+        for name in names:
+            path = self._checkpoint_path(directory, name, epoch)
+            if not osp.exists(path):
+                raise UserError(f"no checkpoint at {path}; train first, or pass the --model-dir of the training "
+                                f"run and --load-epoch of an epoch it saved")
+            checkpoint = load_checkpoint(path)
+            self._load_state(checkpoint, path)
+            self._loaded_from = osp.abspath(directory)
+            self._loaded_epoch = checkpoint.get("epoch")
+            print(f'Loading weights to {name} from "{path}" (epoch = {checkpoint.get("epoch")})')
+
+    def resume_model_if_exist(self, directory):
+        names = self.get_model_names()
+        if not names or not all(osp.exists(osp.join(directory, n, "checkpoint")) for n in names):
+            print("No checkpoint found, train from scratch")
+            return 0
+        start_epoch = 0
+        for name in names:
+            path = self._checkpoint_path(directory, name, None)
+            print(f"Resuming from {path}")
+            checkpoint = load_checkpoint(path)
+            self._load_state(checkpoint, path)
+            if checkpoint.get("optimizer") and self._optims[name] is not None:
+                self._optims[name].load_state_dict(checkpoint["optimizer"])
+            if checkpoint.get("scheduler") and self._scheds[name] is not None:
+                self._scheds[name].load_state_dict(checkpoint["scheduler"])
+            start_epoch = checkpoint["epoch"]
+        print(f"Resumed at epoch {start_epoch}")
+        return start_epoch

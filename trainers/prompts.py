@@ -1,0 +1,125 @@
+"""Text-prompt assembly shared by every text-prompt method (methods.md §1.3).
+
+One class, :class:`TextPrompts`, holds what depends on the class names — the frozen embeddings of the placeholder
+strings split into a SOS prefix and a suffix, the EOT positions, the class-name token counts — and assembles
+``[SOS][ctx][class tokens . EOT pad]`` (or the ``middle`` / ``front`` variants of CoOp) from learnable context
+vectors. The buffers are non-persistent: they are rebuilt from the new class names on the novel split and are never
+written to, or read from, a checkpoint.
+"""
+from __future__ import annotations
+
+from typing import Sequence
+
+import torch
+from torch import nn
+
+import clip
+from dassl.utils import UserError
+
+POSITIONS = ("end", "middle", "front")
+
+
+def clean_classname(name: str) -> str:
+    """Class names enter prompts with ``_`` replaced by a space (every method but the ProDA reference)."""
+    return name.replace("_", " ")
+
+
+def init_phrase(ctx_init) -> str:
+    """The ``CTX_INIT`` value as a phrase; ``""``/``False`` mean random init. ``True`` (KgCoOp/ProGrad yamls) means the
+    customary phrase "a photo of a"."""
+    if ctx_init is True:
+        return "a photo of a"
+    if not ctx_init:
+        return ""
+    return str(ctx_init).replace("_", " ").strip()
+
+
+def count_tokens(text: str) -> int:
+    """Number of BPE tokens of ``text`` (without SOS/EOT)."""
+    ids = clip.tokenize([text])[0]
+    return int(ids.argmax()) - 1
+
+
+class TextPrompts(nn.Module):
+    """Placeholder-string buffers for ``n_ctx`` context tokens and ``classnames``.
+
+    ``placeholder`` is the phrase the learnable context overwrites: ``init`` when given, else ``"X X ... X"``. The
+    context replaces token positions 1..n_ctx; further tokens of a longer phrase stay as fixed text (MaPLe/IVLP).
+    """
+
+    def __init__(self, text_encoder: nn.Module, classnames: Sequence[str], n_ctx: int, init: str = "",
+                 position: str = "end"):
+        super().__init__()
+        if position not in POSITIONS:
+            raise UserError(f"CLASS_TOKEN_POSITION must be one of {POSITIONS}, got {position!r}")
+        self.n_ctx = int(n_ctx)
+        self.position = position
+        self.classnames = [clean_classname(c) for c in classnames]
+        placeholder = init if init else " ".join(["X"] * self.n_ctx)
+        texts = [f"{placeholder} {name}." for name in self.classnames]
+        ids = _tokenize_checked(texts, self.classnames)
+        with torch.no_grad():
+            emb = text_encoder.embed(ids.to(_device_of(text_encoder)))
+        self.register_buffer("ids", ids, persistent=False)
+        self.register_buffer("token_prefix", emb[:, :1].clone(), persistent=False)
+        self.register_buffer("token_suffix", emb[:, 1 + self.n_ctx:].clone(), persistent=False)
+        self.register_buffer("eot_idx", ids.argmax(dim=-1), persistent=False)
+        self.name_lens = [count_tokens(name) for name in self.classnames]
+        init_vectors = emb[0, 1:1 + self.n_ctx].clone() if init else None
+        self.init_vectors = init_vectors  # plain attribute: consumed once by the method's __init__
+
+    @property
+    def num_classes(self) -> int:
+        return self.token_prefix.shape[0]
+
+    def assemble(self, ctx: torch.Tensor) -> torch.Tensor:
+        """Prompts C×77×Dt from context ``ctx`` of shape M×Dt (generic), C×M×Dt (class-specific) or
+        B×M×Dt with ``batched`` semantics handled by :meth:`assemble_batched`."""
+        prefix, suffix = self.token_prefix, self.token_suffix
+        C = prefix.shape[0]
+        ctx = ctx.to(prefix.dtype)
+        if ctx.dim() == 2:
+            ctx = ctx.unsqueeze(0).expand(C, -1, -1)
+        if self.position == "end":
+            return torch.cat([prefix, ctx, suffix], dim=1)
+        rows = []
+        half = self.n_ctx // 2
+        for c in range(C):
+            n = self.name_lens[c]
+            name, rest = suffix[c:c + 1, :n], suffix[c:c + 1, n:]
+            if self.position == "middle":
+                rows.append(torch.cat([prefix[c:c + 1], ctx[c:c + 1, :half], name, ctx[c:c + 1, half:], rest], 1))
+            else:  # front
+                rows.append(torch.cat([prefix[c:c + 1], name, ctx[c:c + 1], rest], dim=1))
+        return torch.cat(rows, dim=0)
+
+    def assemble_batched(self, ctx: torch.Tensor) -> torch.Tensor:
+        """Per-instance contexts B×M×Dt (CoCoOp) → prompts B×C×77×Dt (class token at the end)."""
+        B, C = ctx.shape[0], self.num_classes
+        prefix = self.token_prefix.unsqueeze(0).expand(B, -1, -1, -1)
+        suffix = self.token_suffix.unsqueeze(0).expand(B, -1, -1, -1)
+        ctx = ctx.to(prefix.dtype).unsqueeze(1).expand(-1, C, -1, -1)
+        return torch.cat([prefix, ctx, suffix], dim=2)
+
+
+def _device_of(module: nn.Module) -> torch.device:
+    for p in module.parameters():
+        return p.device
+    for b in module.buffers():
+        return b.device
+    return torch.device("cpu")
+
+
+def _tokenize_checked(texts: list[str], classnames: list[str]) -> torch.Tensor:
+    try:
+        return clip.tokenize(texts)
+    except Exception as exc:  # name the offending class, whatever the tokenizer raised
+        for text, name in zip(texts, classnames):
+            try:
+                clip.tokenize([text])
+            except Exception:
+                raise UserError(
+                    f"the prompt for class {name!r} does not fit CLIP's 77-token context ({text!r}); "
+                    "shorten the class name in the dataset's class list or use fewer context tokens "
+                    "(TRAINER.<METHOD>.N_CTX)") from exc
+        raise
