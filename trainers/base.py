@@ -243,27 +243,77 @@ class PromptTrainer(TrainerX):
 
     # ------------------------------------------------------------------ evaluation
     @torch.no_grad()
+    def image_features(self, loader) -> tuple[torch.Tensor, torch.Tensor] | None:
+        """Frozen image features and labels of a loader's images, from the on-disk cache when possible.
+
+        None when the image tower is prompted (features depend on learnable parameters) or the cache is off.
+        """
+        if self.model.image_prompted or not self.cfg.TEST.FEATURE_CACHE:
+            return None
+        from . import feature_cache
+
+        dataset = loader.dataset
+        key = feature_cache.feature_key(self.model.clip.visual, dataset.transform, dataset.data_source,
+                                        {"precision": self.precision})
+        path = feature_cache.cache_dir(self.cfg) / f"{key}.pt"
+        hit = feature_cache.load(path)
+        if hit is not None:
+            print(f"Using cached image features ({len(hit[1])} images) from {path}")
+            return hit
+        feats, labels = [], []
+        from tqdm import tqdm
+
+        for batch in tqdm(loader, desc="image features", leave=False, disable=not self.cfg.VERBOSE):
+            if batch is None:
+                continue
+            image, label = self.parse_batch_test(batch)
+            with self.autocast():
+                feats.append(self.model.encode_image(image).float().cpu())
+            labels.append(label.cpu())
+        result = torch.cat(feats), torch.cat(labels)
+        if self.dm.num_skipped_images == 0:  # never cache a partial set
+            feature_cache.save(path, *result)
+        return result
+
+    @torch.no_grad()
     def predict(self, loader, with_zero_shot: bool = True) -> dict[str, np.ndarray]:
-        """Logits, labels, zero-shot logits and the tuned text features over a loader; text side computed once."""
+        """Logits, labels, zero-shot logits and the tuned text features over a loader.
+
+        The text side is computed once; frozen image features come from the cache (see :meth:`image_features`).
+        """
         self.set_model_mode("eval")
         model = self.model
         with self.autocast():
             prepared = None if getattr(model, "text_per_image", False) else model.prepare()
         logits, labels, zs, texts = [], [], [], []
-        from tqdm import tqdm
 
-        for batch in tqdm(loader, desc="eval", leave=False, disable=not self.cfg.VERBOSE):
-            if batch is None:  # every image of the batch was unreadable and skipped (DATALOADER.SKIP_BAD_IMAGES)
-                continue
-            image, label = self.parse_batch_test(batch)
-            with self.autocast():
-                out = model(image, prepared=prepared)
+        def consume(out, label, image=None):
             logits.append(out.logits.float().cpu())
             labels.append(label.cpu())
             if with_zero_shot:
                 zs.append(self.zero_shot_logits(image, out).cpu())
             if out.text_features is not None and out.text_features.dim() == 3:
                 texts.append(out.text_features.float().mean(0, keepdim=True).cpu())
+
+        cached = self.image_features(loader)
+        if cached is not None:
+            feats, labs = cached
+            step = loader.batch_size or 100
+            for i in range(0, len(feats), step):
+                f = feats[i:i + step].to(self.device)
+                with self.autocast():
+                    out = model(prepared=prepared, image_features=f)
+                consume(out, labs[i:i + step])
+        else:
+            from tqdm import tqdm
+
+            for batch in tqdm(loader, desc="eval", leave=False, disable=not self.cfg.VERBOSE):
+                if batch is None:  # every image of the batch was unreadable and skipped (DATALOADER.SKIP_BAD_IMAGES)
+                    continue
+                image, label = self.parse_batch_test(batch)
+                with self.autocast():
+                    out = model(image, prepared=prepared)
+                consume(out, label, image)
         text = None
         if texts:
             text = F.normalize(torch.cat(texts).mean(0), dim=-1)
