@@ -1,0 +1,16 @@
+"""build_sampler: only torch's RandomSampler and SequentialSampler are needed by prompt tuning."""
+from __future__ import annotations
+
+from torch.utils.data import RandomSampler, SequentialSampler
+
+from ..utils.errors import check_availability
+
+AVAI_SAMPLERS = ["RandomSampler", "SequentialSampler"]
+
+
+def build_sampler(sampler_type, cfg=None, data_source=None, batch_size=32, n_domain=0, n_ins=2):
+    """Sampler over ``data_source``; the domain/class samplers of Dassl are not implemented."""
+    check_availability(sampler_type, AVAI_SAMPLERS, what="sampler (DATALOADER.*.SAMPLER)")
+    if sampler_type == "RandomSampler":
+        return RandomSampler(data_source)
+    return SequentialSampler(data_source)
