@@ -1,0 +1,12 @@
+#!/usr/bin/env bash
+# Base-to-novel on the 11 datasets (ImageNet, Caltech101, ..., UCF101), then the paper's Tables 1-2 and HM
+# for METHOD. Same layout as base2novel.sh.
+#
+# Usage: bash scripts/base2novel_all.sh METHOD
+# Environment: DATA (./data)  OUTPUT (output)  SEEDS ("1 2 3")  SHOTS (16)
+#              CALIB (both | on | off | mbls | zs_norm | penalty; several allowed)  CFG (the method's config)
+#              BACKBONE  OPTS ("KEY VALUE ...")  DRY_RUN=1 (print the train.py commands only)
+#              STOP_ON_ERROR=1 (stop at the first failed run; default: go on with the next one)
+# Finished runs (results.json present) are skipped; rerunning resumes an interrupted sweep.
+set -euo pipefail
+exec "${PYTHON:-python}" "$(dirname "${BASH_SOURCE[0]}")/../tools/sweep.py" base2novel_all "$@"

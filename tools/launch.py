@@ -1,0 +1,387 @@
+#!/usr/bin/env python
+"""Run the train.py commands of a sweep in parallel: on local GPUs or as one SLURM job array.
+
+    DRY_RUN=1 bash scripts/base2novel_all.sh coop > cmds.txt
+    python tools/launch.py cmds.txt --backend local --gpus 0,1,2,3
+    python tools/launch.py cmds.txt --backend slurm --partition gpu --time 4:00:00 [--print]
+    DRY_RUN=1 bash scripts/cross_dataset.sh maple | python tools/launch.py - --backend local --gpus 0,1
+
+Input: one command per line (blank lines and ``#`` comments ignored; leading ``VAR=value`` words set the
+environment). Each command must name its ``--output-dir``; a command whose ``results.json`` exists there is
+finished and skipped. Dependencies: a command whose ``--model-dir`` is another command's ``--output-dir`` (an
+evaluation of trained prompts: test_new, cross-dataset, domain generalization) runs after that command
+succeeded, and is skipped if it failed.
+
+- ``local``: a work queue with one process per entry of ``--gpus`` (``CUDA_VISIBLE_DEVICES`` set to it;
+  ``cpu`` = no GPU), in input order as far as dependencies allow. A leading ``python`` runs as this interpreter.
+  Each run's output goes to ``<output-dir>/console.log``; a failure prints its tail and the command. Exit 1 when
+  any run did not complete.
+- ``slurm``: one job array; each array task runs a chain, i.e. a training run and then the evaluations that
+  depend on it, in order, stopping the chain at the first failure (so no ``--dependency`` between arrays is
+  needed and a failed training run blocks only its own evaluations). Finished runs are left out when the script
+  is written and skipped again when a task starts. ``--print`` shows the sbatch script without submitting.
+"""
+from __future__ import annotations
+
+import argparse
+import datetime as _dt
+import os
+import re
+import shlex
+import shutil
+import subprocess
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Sequence, TextIO
+
+if __package__ in (None, ""):  # run as a script: make the repository importable
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+ENV_RE = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*=")
+
+
+class LaunchError(Exception):
+    """A malformed command list or option: one message, exit 2."""
+
+
+@dataclass
+class Job:
+    index: int
+    line: str                       # the command as given
+    env: dict[str, str]             # leading VAR=value words
+    argv: list[str]
+    output_dir: Path
+    model_dir: Path | None
+    deps: list[int] = field(default_factory=list)   # indices of jobs this one waits for
+
+    @property
+    def done(self) -> bool:
+        return (self.output_dir / "results.json").is_file()
+
+    @property
+    def label(self) -> str:
+        """``CoOp caltech101 seed 2 calib base`` from the command's flags."""
+        def flag(name: str) -> str | None:
+            return self.argv[self.argv.index(name) + 1] if name in self.argv[:-1] else None
+
+        parts = [flag("--trainer") or Path(self.argv[0]).name]
+        ds = flag("--dataset-config-file")
+        if ds:
+            parts.append(Path(ds).stem)
+        if flag("--seed") is not None:
+            parts.append(f"seed {flag('--seed')}")
+        if "--calib" in self.argv:
+            value = flag("--calib")
+            parts.append("calib" if value is None or value.startswith("-") or "." in value else f"calib-{value}")
+        if "DATASET.SUBSAMPLE_CLASSES" in self.argv[:-1]:
+            parts.append(self.argv[self.argv.index("DATASET.SUBSAMPLE_CLASSES") + 1])
+        return " ".join(parts)
+
+
+def _key(path: str) -> Path:
+    return Path(os.path.normpath(os.path.abspath(path)))
+
+
+def parse_commands(lines: Sequence[str]) -> list[Job]:
+    """Jobs of the non-empty, non-comment lines, with dependencies resolved (--model-dir -> --output-dir)."""
+    jobs: list[Job] = []
+    for n, raw in enumerate(lines, 1):
+        line = raw.strip()
+        if not line or line.startswith("#"):
+            continue
+        try:
+            words = shlex.split(line)
+        except ValueError as e:
+            raise LaunchError(f"line {n}: cannot parse ({e}): {line}") from None
+        env = {}
+        while words and ENV_RE.match(words[0]):
+            k, v = words.pop(0).split("=", 1)
+            env[k] = v
+        if "--output-dir" not in words[:-1]:
+            raise LaunchError(f"line {n}: no --output-dir, so finished runs cannot be recognised: {line}")
+        out = words[words.index("--output-dir") + 1]
+        model = words[words.index("--model-dir") + 1] if "--model-dir" in words[:-1] else None
+        jobs.append(Job(len(jobs), line, env, words, _key(out), _key(model) if model else None))
+    by_out: dict[Path, int] = {}
+    for job in jobs:
+        if job.output_dir in by_out:
+            raise LaunchError(f"two commands write to {job.output_dir}:\n  {jobs[by_out[job.output_dir]].line}\n"
+                              f"  {job.line}")
+        by_out[job.output_dir] = job.index
+    for job in jobs:
+        if job.model_dir is not None and job.model_dir in by_out:
+            job.deps.append(by_out[job.model_dir])
+    return jobs
+
+
+def blocked_reason(job: Job, jobs: list[Job]) -> str | None:
+    """Why ``job`` can never run: its --model-dir is neither finished nor produced by a listed command."""
+    if job.model_dir is None or job.deps or (job.model_dir / "results.json").is_file():
+        return None
+    return f"its --model-dir {job.model_dir} is not finished and no listed command trains it"
+
+
+def _tail(path: Path, n: int = 20) -> str:
+    try:
+        return "\n".join("    " + s for s in path.read_text(errors="replace").splitlines()[-n:])
+    except OSError:
+        return f"    ({path} missing)"
+
+
+def _result(job: Job) -> str:
+    import json
+
+    try:
+        m = json.loads((job.output_dir / "results.json").read_text())["metrics"]
+        return f"acc {m['accuracy']:.2f}  ece {m['ece']:.2f}"
+    except (OSError, ValueError, KeyError, TypeError):
+        return ""
+
+
+# ------------------------------------------------------------------------------------------------ local
+def run_local(jobs: list[Job], gpus: list[str], poll: float = 0.2, out: TextIO | None = None) -> int:
+    """Run the unfinished jobs, one per slot of ``gpus``, respecting dependencies; 0 when all complete."""
+    out = out or sys.stdout
+    def say(msg: str) -> None:
+        print(msg, file=out, flush=True)
+
+    state: dict[int, str] = {}  # index -> done | failed | running
+    todo = []
+    for job in jobs:
+        if job.done:
+            state[job.index] = "done"
+        elif (why := blocked_reason(job, jobs)) is not None:
+            state[job.index] = "failed"
+            say(f"blocked: {job.label}: {why}\n    command: {job.line}")
+        else:
+            todo.append(job)
+    total = len(todo)
+    say(f"{len(jobs)} commands: {sum(v == 'done' for v in state.values())} finished already, {total} to run on "
+        f"{len(gpus)} slot(s) ({', '.join(gpus)})")
+    running: dict[str, tuple[Job, subprocess.Popen, float, TextIO]] = {}
+    started = failures = 0
+    try:
+        while todo or running:
+            for slot in gpus:  # fill free slots with the first ready jobs
+                if slot in running:
+                    continue
+                for job in list(todo):
+                    dep_states = [state.get(d) for d in job.deps]
+                    if any(s == "failed" for s in dep_states):
+                        todo.remove(job)
+                        state[job.index] = "failed"
+                        failures += 1
+                        say(f"skipped: {job.label}: the run it loads prompts from failed ({job.model_dir})")
+                        continue
+                    if all(s == "done" for s in dep_states):
+                        todo.remove(job)
+                        started += 1
+                        env = dict(os.environ, **job.env)
+                        env["CUDA_VISIBLE_DEVICES"] = "" if slot == "cpu" else slot
+                        argv = list(job.argv)
+                        if argv[0] in ("python", "python3"):
+                            argv[0] = sys.executable
+                        job.output_dir.mkdir(parents=True, exist_ok=True)
+                        log = open(job.output_dir / "console.log", "w")
+                        proc = subprocess.Popen(argv, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
+                                                env=env)
+                        state[job.index] = "running"
+                        running[slot] = (job, proc, time.time(), log)
+                        say(f"[{started}/{total}] start on {slot}: {job.label}")
+                        break
+            for slot, (job, proc, t0, log) in list(running.items()):
+                rc = proc.poll()
+                if rc is None:
+                    continue
+                log.close()
+                del running[slot]
+                took = f"{time.time() - t0:.0f}s"
+                if rc == 0 and job.done:
+                    state[job.index] = "done"
+                    say(f"  done ({took}) {job.label}: {_result(job)}")
+                else:
+                    state[job.index] = "failed"
+                    failures += 1
+                    why = f"exit code {rc}" if rc else "no results.json written"
+                    say(f"  FAILED ({why}, {took}) {job.label}; last lines of {job.output_dir / 'console.log'}:\n"
+                        f"{_tail(job.output_dir / 'console.log')}\n    command: {job.line}")
+            if todo or running:
+                time.sleep(poll)
+    except KeyboardInterrupt:
+        for job, proc, _, log in running.values():
+            proc.terminate()
+            proc.wait()
+            log.close()
+        say("interrupted; rerun the same command to resume (finished runs are skipped)")
+        return 130
+    failed = [j for j in jobs if state.get(j.index) == "failed"]
+    say(f"finished: {sum(v == 'done' for v in state.values())}/{len(jobs)} complete"
+        + (f", {len(failed)} not completed" if failed else ""))
+    return 1 if failed else 0
+
+
+# ------------------------------------------------------------------------------------------------ slurm
+def chains(jobs: list[Job]) -> tuple[list[list[Job]], list[tuple[Job, str]]]:
+    """Unfinished jobs as chains (a job, then everything that depends on it, depth first), and the blocked."""
+    children: dict[int, list[Job]] = {j.index: [] for j in jobs}
+    for j in jobs:
+        for d in j.deps:
+            children[d].append(j)
+    out, blocked = [], []
+
+    def walk(job: Job, chain: list[Job]) -> None:
+        if not job.done:
+            chain.append(job)
+        for child in children[job.index]:
+            walk(child, chain)
+
+    for job in jobs:
+        why = blocked_reason(job, jobs)
+        if why is not None:
+            blocked.append((job, why))
+            continue
+        if job.deps:
+            continue  # reached from its root
+        chain: list[Job] = []
+        walk(job, chain)
+        if chain:
+            out.append(chain)
+    return out, blocked
+
+
+def slurm_script(chain_list: list[list[Job]], args: argparse.Namespace, workdir: Path) -> str:
+    """The sbatch script: one array task per chain; inside a task ``run`` skips finished runs and ``&&``
+    stops the chain at the first failure."""
+    opts = [f"--job-name={args.job_name}", f"--array=0-{len(chain_list) - 1}"
+            + (f"%{args.max_parallel}" if args.max_parallel else ""),
+            "--ntasks=1", f"--gpus-per-task={args.gpus_per_task}", f"--cpus-per-task={args.cpus_per_task}",
+            f"--output={args.log_dir}/%x-%A_%a.out"]
+    for name in ("partition", "time", "mem", "account"):
+        if getattr(args, name):
+            opts.append(f"--{name}={getattr(args, name)}")
+    opts += args.sbatch_arg or []
+    lines = ["#!/bin/bash"] + [f"#SBATCH {o}" for o in opts] + [
+        "# Generated by tools/launch.py: one array task per chain (a training run, then the evaluations of its",
+        "# prompts). Finished runs (results.json present) are skipped; a failure stops the rest of its chain.",
+        "set -uo pipefail",
+        f"cd {shlex.quote(str(workdir))}",
+    ]
+    if args.setup:
+        lines.append(args.setup)
+    lines += [
+        "run() {  # run OUTPUT_DIR COMMAND...",
+        '    local out="$1"; shift',
+        '    if [ -f "$out/results.json" ]; then echo "skip (finished): $out"; return 0; fi',
+        '    mkdir -p "$out"',
+        '    echo "run: $*"',
+        '    "$@" > "$out/console.log" 2>&1',
+        "    local rc=$?",
+        '    if [ "$rc" -ne 0 ] || [ ! -f "$out/results.json" ]; then',
+        '        echo "FAILED (exit code $rc): $*"; tail -n 30 "$out/console.log"; return 1',
+        "    fi",
+        '    echo "done: $out"',
+        "}",
+        'case "${SLURM_ARRAY_TASK_ID:?run this script with sbatch}" in',
+    ]
+    for i, chain in enumerate(chain_list):
+        lines.append(f"{i})")
+        for k, job in enumerate(chain):
+            env = ["env"] + [shlex.quote(f"{k2}={v}") for k2, v in job.env.items()] if job.env else []
+            cmd = " ".join(["run", shlex.quote(str(job.output_dir))] + env + [shlex.quote(w) for w in job.argv])
+            lines.append(f"    {cmd}" + (" &&" if k < len(chain) - 1 else ""))
+        lines.append("    ;;")
+    lines += ['*) echo "no chain for array task $SLURM_ARRAY_TASK_ID"; exit 2 ;;', "esac"]
+    return "\n".join(lines) + "\n"
+
+
+def run_slurm(jobs: list[Job], args: argparse.Namespace, out: TextIO | None = None) -> int:
+    out = out or sys.stdout
+    chain_list, blocked = chains(jobs)
+    for job, why in blocked:
+        print(f"blocked: {job.label}: {why}\n    command: {job.line}", file=sys.stderr)
+    n_runs = sum(len(c) for c in chain_list)
+    if not chain_list:
+        print(f"nothing to submit: {len(jobs) - len(blocked)} command(s) finished already"
+              + (f", {len(blocked)} blocked" if blocked else ""), file=out)
+        return 1 if blocked else 0
+    script = slurm_script(chain_list, args, Path.cwd())
+    if args.print:
+        print(script, end="", file=out)
+        return 0
+    sbatch = shutil.which("sbatch")
+    if sbatch is None:
+        raise LaunchError("sbatch not found on PATH; run this on the cluster's login node, or use --print to see "
+                          "the script")
+    Path(args.log_dir).mkdir(parents=True, exist_ok=True)
+    path = Path(args.script or Path(args.log_dir) / f"{args.job_name}-{_dt.datetime.now():%Y%m%d-%H%M%S}.sbatch")
+    path.write_text(script)
+    res = subprocess.run([sbatch, str(path)], capture_output=True, text=True)
+    if res.returncode != 0:
+        print(f"sbatch failed (exit code {res.returncode}): {res.stderr.strip() or res.stdout.strip()}\n"
+              f"    script: {path}", file=sys.stderr)
+        return 1
+    print(f"{res.stdout.strip()}: {len(chain_list)} array task(s), {n_runs} run(s); script {path}; logs in "
+          f"{args.log_dir}/" + (f"; {len(blocked)} blocked" if blocked else ""), file=out)
+    return 1 if blocked else 0
+
+
+# ------------------------------------------------------------------------------------------------ entry point
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="tools/launch.py", description=__doc__.split("\n\n")[0],
+                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("commands", nargs="?", default="-", metavar="FILE",
+                   help="file of commands, one per line (default '-': standard input)")
+    p.add_argument("--backend", choices=("local", "slurm"), default="local")
+    local = p.add_argument_group("local backend")
+    local.add_argument("--gpus", default="0",
+                       help="comma-separated GPU ids, one process each (default 0); 'cpu' = a slot without GPU")
+    slurm = p.add_argument_group("slurm backend")
+    slurm.add_argument("--partition")
+    slurm.add_argument("--time", help="per array task, e.g. 4:00:00 (a task runs a training and its evaluations)")
+    slurm.add_argument("--gpus-per-task", type=int, default=1)
+    slurm.add_argument("--cpus-per-task", type=int, default=8)
+    slurm.add_argument("--mem", help="e.g. 32G")
+    slurm.add_argument("--account")
+    slurm.add_argument("--job-name", default="prompt-sweep")
+    slurm.add_argument("--max-parallel", type=int, help="at most this many array tasks at once (%%N)")
+    slurm.add_argument("--sbatch-arg", action="append", metavar="ARG",
+                       help="extra #SBATCH line, e.g. --sbatch-arg=--qos=normal (repeatable)")
+    slurm.add_argument("--setup", default=None,
+                       help="shell line run before the commands (default: activate $VIRTUAL_ENV when set)")
+    slurm.add_argument("--log-dir", default="slurm_logs", help="array task logs and the script (default slurm_logs)")
+    slurm.add_argument("--script", help="where to write the sbatch script (default: in --log-dir)")
+    slurm.add_argument("--print", action="store_true", help="print the sbatch script, submit nothing")
+    return p
+
+
+def main(argv: Sequence[str] | None = None, stdin: TextIO | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        if args.commands == "-":
+            lines = (stdin or sys.stdin).read().splitlines()
+        else:
+            try:
+                lines = Path(args.commands).read_text().splitlines()
+            except OSError as e:
+                raise LaunchError(f"cannot read {args.commands}: {e}") from None
+        jobs = parse_commands(lines)
+        if not jobs:
+            raise LaunchError("no commands given (DRY_RUN=1 bash scripts/<sweep>.sh ... prints them)")
+        if args.backend == "local":
+            gpus = [g.strip() for g in args.gpus.split(",") if g.strip()]
+            if not gpus:
+                raise LaunchError("--gpus is empty; e.g. --gpus 0,1 or --gpus cpu")
+            return run_local(jobs, gpus)
+        if args.setup is None:
+            venv = os.environ.get("VIRTUAL_ENV")
+            args.setup = f"source {shlex.quote(venv)}/bin/activate" if venv else ""
+        return run_slurm(jobs, args)
+    except LaunchError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,546 @@
+#!/usr/bin/env python
+"""Sweeps behind ``scripts/*.sh``: plan the train.py runs of a protocol, run the unfinished ones, summarise.
+
+    python tools/sweep.py base2novel METHOD DATASET     # scripts/base2novel.sh
+    python tools/sweep.py base2novel_all METHOD         # scripts/base2novel_all.sh (the 11 datasets)
+    python tools/sweep.py cross_dataset METHOD          # scripts/cross_dataset.sh (ImageNet -> 10 datasets)
+    python tools/sweep.py domain_generalization METHOD  # scripts/domain_generalization.sh (-> ImageNet V2/S/A/R)
+    python tools/sweep.py few_shot METHOD DATASET       # scripts/few_shot.sh (all classes, K = 1 2 4 8 16)
+
+Settings come from the environment (the scripts' interface):
+``DATA`` (./data), ``OUTPUT`` (output), ``SEEDS`` ("1 2 3"), ``SHOTS`` (16; few_shot: "1 2 4 8 16"),
+``CALIB`` (both | on | off | mbls | zs_norm | penalty, or several separated by spaces/commas), ``CFG`` (the
+method's config name), ``BACKBONE``, ``OPTS`` (extra ``KEY VALUE`` pairs for every run), ``DRY_RUN=1`` (print
+the train.py commands, one per line, run nothing), ``STOP_ON_ERROR=1`` (stop at the first failed run instead
+of going on with the next one), ``PYTHON`` (the interpreter named in printed commands, default ``python``).
+Zero-shot CLIP (``zsclip``) trains nothing: one eval-only run per split and dataset (the first seed,
+``NUM_SHOTS 0``), whatever SEEDS, SHOTS and CALIB say.
+
+A run whose ``results.json`` exists is complete and skipped; any other run is (re)started in its folder, where
+train.py resumes from its last checkpoint. train.py's output goes to ``<run dir>/console.log`` (stdout+stderr of
+the last attempt; ``log.txt`` is train.py's own log); the console shows one progress line per unit (a training
+run and the evaluations of its prompts) and one result line per run. A failed run prints the tail of its
+console.log and its command; the evaluations that need its prompts are skipped, the sweep goes on (or stops with
+``STOP_ON_ERROR=1``) and exits 1 at the end. Tables are computed by ``tools/parse_results.py`` from results.json.
+"""
+from __future__ import annotations
+
+import difflib
+import os
+import re
+import shlex
+import subprocess
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Mapping, Sequence
+
+REPO = Path(__file__).resolve().parents[1]
+if __package__ in (None, ""):  # run as a script: make the repository importable
+    sys.path.insert(0, str(REPO))
+
+
+class SweepError(Exception):
+    """A mistake in the sweep's arguments or environment: one message naming the setting and the fix."""
+
+
+# ------------------------------------------------------------------------------------------ the one method table
+@dataclass(frozen=True)
+class Method:
+    trainer: str   # registered trainer name (configs/trainers/<trainer>/)
+    config: str    # the base-to-novel config the paper's runs used (protocol.md §3)
+
+    @property
+    def zero_shot(self) -> bool:
+        return self.trainer == ZERO_SHOT
+
+
+ZERO_SHOT = "ZeroshotCLIP"
+METHODS: dict[str, Method] = {
+    "coop": Method("CoOp", "vit_b16_ep50"),
+    "cocoop": Method("CoCoOp", "vit_b16_c4_ep10_batch1_ctxv1"),
+    "kgcoop": Method("KgCoOp", "vit_b16_ep100_ctxv1"),
+    "prograd": Method("ProGrad", "vit_b16_c16_ep100_batch32"),
+    "proda": Method("ProDA", "vit_b16_c16_ep100_batch4"),
+    "maple": Method("MaPLe", "vit_b16_c2_ep5_batch4_2ctx"),
+    "ivlp": Method("IVLP", "vit_b16_c2_ep5_batch4_2+2ctx"),
+    "vpt": Method("VPT", "vit_b16_c2_ep5_batch4_4"),
+    "promptsrc": Method("PromptSRC", "vit_b16_c2_ep20_batch4_4+4ctx"),
+    "zsclip": Method(ZERO_SHOT, "vit_b16"),
+}
+CROSS_DATASET_SUFFIX = "_cross_datasets"  # a method's own cross-dataset config, used when it exists
+
+# config file name (configs/datasets/<name>.yaml) -> registry name (results.json run.dataset)
+DATASETS: dict[str, str] = {
+    "imagenet": "ImageNet", "caltech101": "Caltech101", "oxford_pets": "OxfordPets",
+    "stanford_cars": "StanfordCars", "oxford_flowers": "OxfordFlowers", "food101": "Food101",
+    "fgvc_aircraft": "FGVCAircraft", "sun397": "SUN397", "dtd": "DescribableTextures", "eurosat": "EuroSAT",
+    "ucf101": "UCF101", "imagenetv2": "ImageNetV2", "imagenet_sketch": "ImageNetSketch",
+    "imagenet_a": "ImageNetA", "imagenet_r": "ImageNetR", "imagefolder": "ImageFolder", "toy": "Toy",
+}
+# the paper's column order (INet, Cal, Pets, Cars, Flow, Food, Air, SUN, DTD, Euro, UCF)
+BASE2NOVEL_DATASETS = ("imagenet", "caltech101", "oxford_pets", "stanford_cars", "oxford_flowers", "food101",
+                       "fgvc_aircraft", "sun397", "dtd", "eurosat", "ucf101")
+CROSS_DATASET_TARGETS = BASE2NOVEL_DATASETS[1:]
+DOMAIN_TARGETS = ("imagenetv2", "imagenet_sketch", "imagenet_a", "imagenet_r")
+SOURCE_DATASET = "imagenet"
+FEW_SHOT_KS = (1, 2, 4, 8, 16)
+DEFAULT_BACKBONE = {"toy": "toy-clip"}  # datasets whose images need a particular backbone
+
+# CALIB tokens -> variants (None = without --calib). Baseline names are checked by calibration.regularizers.
+CALIB_WORDS: dict[str, tuple[str | None, ...]] = {
+    "both": (None, "tcpt"), "on": ("tcpt",), "off": (None,), "none": (None,), "tcpt": ("tcpt",),
+    "paper": ("tcpt",),
+}
+KEY_RE = re.compile(r"^[A-Z][A-Z0-9_]*(\.[A-Z0-9_]+)+$")
+
+
+def _unknown(kind: str, name: str, known: Sequence[str], fix: str) -> SweepError:
+    close = difflib.get_close_matches(name.lower(), list(known), n=1, cutoff=0.5)
+    hint = f"; did you mean {close[0]!r}?" if close else ""
+    return SweepError(f"unknown {kind} {name!r}{hint} Known: {', '.join(known)}. {fix}")
+
+
+def resolve_method(name: str) -> tuple[str, Method]:
+    """(user name, Method) for a case-insensitive method name or trainer name (``coop``, ``CoOp``)."""
+    key = name.strip().lower()
+    for user, method in METHODS.items():
+        if key in (user, method.trainer.lower()):
+            return user, method
+    raise _unknown("method", name, list(METHODS), "Pass one of them as METHOD.")
+
+
+def resolve_dataset(name: str) -> str:
+    """The config name (``caltech101``) of a case-insensitive config or registry name (``Caltech101``)."""
+    key = name.strip().lower().replace("-", "_")
+    for cfg_name, registry in DATASETS.items():
+        if key in (cfg_name, registry.lower()):
+            return cfg_name
+    raise _unknown("dataset", name, list(DATASETS), "Pass one of them as DATASET.")
+
+
+def _display(path: Path) -> str:
+    """``path`` relative to the working directory when it lies below it (readable commands), else absolute."""
+    try:
+        return str(path.resolve().relative_to(Path.cwd().resolve()))
+    except ValueError:
+        return str(path.resolve())
+
+
+def dataset_config(name: str) -> Path:
+    path = REPO / "configs" / "datasets" / f"{name}.yaml"
+    if not path.is_file():
+        raise SweepError(f"dataset config {path} not found; add configs/datasets/{name}.yaml (with DATASET.NAME "
+                         f"{DATASETS.get(name, '<Name>')!r}) or pick another dataset")
+    return path
+
+
+def method_config(method: Method, cfg: str, cross_dataset: bool = False) -> Path:
+    """configs/trainers/<Trainer>/<cfg>.yaml (cross-dataset: ``<cfg>_cross_datasets.yaml`` when it exists)."""
+    folder = REPO / "configs" / "trainers" / method.trainer
+    if cross_dataset and (folder / f"{cfg}{CROSS_DATASET_SUFFIX}.yaml").is_file():
+        return folder / f"{cfg}{CROSS_DATASET_SUFFIX}.yaml"
+    path = folder / f"{cfg}.yaml"
+    if not path.is_file():
+        have = sorted(p.stem for p in folder.glob("*.yaml")) if folder.is_dir() else []
+        known = f"configs there: {', '.join(have)}" if have else f"{folder} has no configs yet"
+        raise SweepError(f"config file {path} not found ({method.trainer}'s config {cfg!r}); {known}. "
+                         f"Set CFG=<name> to use another config of {method.trainer}.")
+    return path
+
+
+def config_backbone(path: Path) -> str:
+    """MODEL.BACKBONE.NAME of a method config ('' when it sets none)."""
+    import yaml
+
+    try:
+        data = yaml.safe_load(path.read_text()) or {}
+    except yaml.YAMLError as e:
+        raise SweepError(f"{path} is not valid YAML: {e}") from None
+    return str(((data.get("MODEL") or {}).get("BACKBONE") or {}).get("NAME") or "")
+
+
+def path_token(backbone: str) -> str:
+    """A backbone name usable in a folder name: ``ViT-L/14`` -> ``ViT-L-14``; a file path -> its stem."""
+    if os.sep in backbone and Path(backbone).suffix:
+        backbone = Path(backbone).stem
+    return re.sub(r"[^A-Za-z0-9_.+-]+", "-", backbone).strip("-")
+
+
+def calib_suffix(calib: str | None) -> str:
+    """'' (no calibration), ``_calib`` (the paper's method) or ``_calib-<baseline>``."""
+    if calib is None:
+        return ""
+    return "_calib" if calib == "tcpt" else f"_calib-{calib}"
+
+
+def calib_label(calib: str | None) -> str:
+    return "plain" if calib is None else ("calib" if calib == "tcpt" else f"calib-{calib}")
+
+
+# ------------------------------------------------------------------------------------------------ settings
+def _ints(text: str, name: str) -> list[int]:
+    try:
+        values = [int(t) for t in text.replace(",", " ").split()]
+    except ValueError:
+        raise SweepError(f"{name}={text!r}: expected integers separated by spaces, e.g. {name}=\"1 2 3\"") from None
+    if not values:
+        raise SweepError(f"{name} is empty; e.g. {name}=\"1 2 3\"")
+    return values
+
+
+def parse_calib(text: str) -> list[str | None]:
+    """Variants of a CALIB value: ``both`` | ``on`` | ``off`` | baseline names, several allowed."""
+    variants: list[str | None] = []
+    for token in text.replace(",", " ").lower().split() or ["both"]:
+        if token in CALIB_WORDS:
+            found = CALIB_WORDS[token]
+        else:
+            from calibration.regularizers import resolve_calib_name  # the one list of objectives
+
+            try:
+                found = (resolve_calib_name(token) or None,)
+            except Exception as e:  # UserError (or ValueError without the engine)
+                raise SweepError(f"CALIB={text!r}: {e}. Use both | on | off or a baseline name.") from None
+        variants += [v for v in found if v not in variants]
+    return variants
+
+
+def parse_opts(text: str) -> list[str]:
+    """KEY VALUE pairs of OPTS (shell words)."""
+    try:
+        words = shlex.split(text)
+    except ValueError as e:
+        raise SweepError(f"OPTS={text!r}: {e}") from None
+    if len(words) % 2:
+        raise SweepError(f"OPTS={text!r}: expected KEY VALUE pairs, got an odd number of words")
+    for key in words[::2]:
+        if not KEY_RE.match(key):
+            raise SweepError(f"OPTS: {key!r} is not a config key (KEY VALUE pairs such as OPTIM.MAX_EPOCH 5)")
+    return words
+
+
+@dataclass
+class Settings:
+    data: str = "./data"
+    output: Path = Path("output")
+    seeds: list[int] = field(default_factory=lambda: [1, 2, 3])
+    shots: list[int] | None = None      # None: the protocol's default
+    calib: list[str | None] = field(default_factory=lambda: [None, "tcpt"])
+    cfg: str | None = None
+    backbone: str | None = None
+    opts: list[str] = field(default_factory=list)
+    dry_run: bool = False
+    stop_on_error: bool = False
+    python: str = "python"
+
+    @classmethod
+    def from_env(cls, env: Mapping[str, str]) -> "Settings":
+        def get(name: str) -> str:
+            return env.get(name, "").strip()
+
+        s = cls(data=get("DATA") or "./data", output=Path(get("OUTPUT") or "output"),
+                seeds=_ints(get("SEEDS") or "1 2 3", "SEEDS"), calib=parse_calib(get("CALIB")),
+                cfg=get("CFG") or None, backbone=get("BACKBONE") or None, opts=parse_opts(env.get("OPTS", "")),
+                dry_run=get("DRY_RUN") not in ("", "0", "false", "no"),
+                stop_on_error=get("STOP_ON_ERROR") not in ("", "0", "false", "no"), python=get("PYTHON") or "python")
+        if get("SHOTS"):
+            s.shots = _ints(get("SHOTS"), "SHOTS")
+        # DATASET.NUM_SHOTS in OPTS is the same setting as SHOTS: take it, so that the layout tells the truth
+        opt_keys = s.opts[::2]
+        if "DATASET.SUBSAMPLE_CLASSES" in opt_keys:
+            raise SweepError("OPTS sets DATASET.SUBSAMPLE_CLASSES; the sweep sets it (base, new or all) per run: "
+                             "remove it from OPTS")
+        if "DATASET.NUM_SHOTS" in opt_keys:
+            i = opt_keys.index("DATASET.NUM_SHOTS") * 2
+            shots = _ints(s.opts[i + 1], "DATASET.NUM_SHOTS in OPTS")
+            if s.shots is not None and s.shots != shots:
+                raise SweepError(f"SHOTS={get('SHOTS')} and OPTS DATASET.NUM_SHOTS {s.opts[i + 1]} disagree; set "
+                                 "only SHOTS")
+            s.shots = shots
+            del s.opts[i:i + 2]
+        return s
+
+    def single_shots(self, default: int = 16) -> int:
+        if self.shots is None:
+            return default
+        if len(self.shots) != 1:
+            raise SweepError(f"SHOTS={' '.join(map(str, self.shots))}: this protocol takes one K (a list is for "
+                             "few_shot.sh)")
+        return self.shots[0]
+
+
+# ------------------------------------------------------------------------------------------------ the plan
+@dataclass
+class Run:
+    """One train.py invocation and where it leaves its run record."""
+    out_dir: Path
+    args: list[str]                   # train.py's arguments
+    kind: str                         # train_base | test_new | train | eval | zero-shot
+    depends: Path | None = None       # the run whose prompts it loads
+
+    @property
+    def done(self) -> bool:
+        return (self.out_dir / "results.json").is_file()
+
+    def argv(self, python: str) -> list[str]:
+        return [python, _display(REPO / "train.py"), *self.args]
+
+    def command(self, python: str = "python") -> str:
+        return shlex.join(self.argv(python))
+
+
+@dataclass
+class Unit:
+    """A training run (or a zero-shot source run) and the evaluations of its prompts, run in order."""
+    label: str
+    runs: list[Run]
+
+
+class Planner:
+    """Builds the runs of a protocol for one method from the settings (shared by every sweep)."""
+
+    def __init__(self, method_name: str, settings: Settings):
+        self.user, self.method = resolve_method(method_name)
+        self.s = settings
+
+    @property
+    def variants(self) -> list[str | None]:
+        return [None] if self.method.zero_shot else self.s.calib
+
+    @property
+    def seeds(self) -> list[int]:
+        # zero-shot CLIP is deterministic: one run (the first seed) per split
+        return self.s.seeds[:1] if self.method.zero_shot else self.s.seeds
+
+    def shots(self, ks: Sequence[int]) -> list[int]:
+        # zero-shot CLIP sees no training image: NUM_SHOTS 0 (no few-shot draw), one run whatever SHOTS says
+        return [0] if self.method.zero_shot else list(ks)
+
+    def config(self, cross_dataset: bool = False) -> Path:
+        return method_config(self.method, self.s.cfg or self.method.config, cross_dataset)
+
+    def backbone(self, dataset: str) -> str | None:
+        return self.s.backbone or DEFAULT_BACKBONE.get(dataset)
+
+    def cfg_name(self, config: Path, calib: str | None, backbone: str | None) -> str:
+        """``<cfg>[_<backbone>][_calib|_calib-<name>]``: the backbone part only when it is not the config's."""
+        name = config.stem
+        if backbone and backbone != config_backbone(config):
+            name += f"_{path_token(backbone)}"
+        return name + calib_suffix(calib)
+
+    def args(self, dataset: str, config: Path, seed: int, calib: str | None, out: Path, shots: int,
+             subsample: str, model_dir: Path | None = None) -> list[str]:
+        a = ["--root", self.s.data, "--seed", str(seed), "--trainer", self.method.trainer]
+        if calib is not None:
+            a += ["--calib"] if calib == "tcpt" else ["--calib", calib]
+        backbone = self.backbone(dataset)
+        if backbone:
+            a += ["--backbone", backbone]
+        a += ["--dataset-config-file", _display(dataset_config(dataset)), "--config-file", _display(config),
+              "--output-dir", str(out)]
+        if self.method.zero_shot:
+            a += ["--eval-only"]
+        elif model_dir is not None:
+            a += ["--eval-only", "--model-dir", str(model_dir)]  # no --load-epoch: the last saved checkpoint
+        return a + self.s.opts + ["DATASET.NUM_SHOTS", str(shots), "DATASET.SUBSAMPLE_CLASSES", subsample]
+
+    def label(self, what: str, seed: int, calib: str | None) -> str:
+        return f"{self.user} {what} " + ("zero-shot" if self.method.zero_shot else f"seed {seed} {calib_label(calib)}")
+
+    # ---------------------------------------------------------------------------------------- protocols
+    def base2novel(self, datasets: Sequence[str]) -> list[Unit]:
+        """protocol.md §1: train on the base classes, evaluate the same prompts on the new classes."""
+        shots = self.shots([self.s.single_shots()])[0]
+        config = self.config()
+        units = []
+        for dataset in datasets:
+            for seed in self.seeds:
+                for calib in self.variants:
+                    rel = (Path(dataset) / f"shots_{shots}" / self.method.trainer /
+                           self.cfg_name(config, calib, self.backbone(dataset)) / f"seed{seed}")
+                    base = self.s.output / "base2new" / "train_base" / rel
+                    new = self.s.output / "base2new" / "test_new" / rel
+                    zs = self.method.zero_shot
+                    runs = [Run(base, self.args(dataset, config, seed, calib, base, shots, "base"),
+                                "zero-shot base" if zs else "train_base"),
+                            Run(new, self.args(dataset, config, seed, calib, new, shots, "new", None if zs else base),
+                                "zero-shot new" if zs else "test_new", None if zs else base)]
+                    units.append(Unit(self.label(dataset, seed, calib), runs))
+        return units
+
+    def transfer(self, targets: Sequence[str]) -> list[Unit]:
+        """Cross-dataset / domain generalization (engine.md §3.5): prompts trained on all ImageNet classes,
+        evaluated on the targets; the ImageNet run is shared by both protocols."""
+        shots = self.shots([self.s.single_shots()])[0]
+        config = self.config(cross_dataset=True)
+        units = []
+        for seed in self.seeds:
+            for calib in self.variants:
+                folder = f"{self.cfg_name(config, calib, self.backbone(SOURCE_DATASET))}_{shots}shots"
+                src = self.s.output / SOURCE_DATASET / self.method.trainer / folder / f"seed{seed}"
+                runs = [Run(src, self.args(SOURCE_DATASET, config, seed, calib, src, shots, "all"),
+                            "zero-shot" if self.method.zero_shot else "train")]
+                for target in targets:
+                    out = self.s.output / "evaluation" / self.method.trainer / folder / target / f"seed{seed}"
+                    dep = None if self.method.zero_shot else src
+                    runs.append(Run(out, self.args(target, config, seed, calib, out, shots, "all", dep),
+                                    f"eval {target}", dep))
+                units.append(Unit(self.label(f"{SOURCE_DATASET} -> {len(targets)} datasets", seed, calib), runs))
+        return units
+
+    def few_shot(self, dataset: str) -> list[Unit]:
+        """All-class few-shot learning for K in SHOTS (default 1 2 4 8 16)."""
+        config = self.config()
+        units = []
+        for shots in self.shots(self.s.shots or FEW_SHOT_KS):
+            for seed in self.seeds:
+                for calib in self.variants:
+                    folder = f"{self.cfg_name(config, calib, self.backbone(dataset))}_{shots}shots"
+                    out = self.s.output / dataset / self.method.trainer / folder / f"seed{seed}"
+                    runs = [Run(out, self.args(dataset, config, seed, calib, out, shots, "all"),
+                                "zero-shot" if self.method.zero_shot else "train")]
+                    units.append(Unit(self.label(f"{dataset} {shots}-shot", seed, calib), runs))
+        return units
+
+
+# ------------------------------------------------------------------------------------------------ execution
+def _fmt_seconds(sec: float) -> str:
+    sec = int(round(sec))
+    return f"{sec // 3600}h{sec // 60 % 60:02d}m" if sec >= 3600 else (
+        f"{sec // 60}m{sec % 60:02d}s" if sec >= 60 else f"{sec}s")
+
+
+def result_line(run_dir: Path) -> str:
+    """``acc 97.98  ece 1.01`` from a run's results.json ('' when unreadable)."""
+    import json
+
+    try:
+        m = json.loads((run_dir / "results.json").read_text())["metrics"]
+        return f"acc {m['accuracy']:.2f}  ece {m['ece']:.2f}"
+    except (OSError, ValueError, KeyError, TypeError):
+        return "(results.json unreadable)"
+
+
+def tail(path: Path, n: int = 20) -> str:
+    try:
+        lines = path.read_text(errors="replace").splitlines()
+    except OSError:
+        return f"    ({path} missing)"
+    return "\n".join("    " + line for line in lines[-n:])
+
+
+def execute(units: Sequence[Unit], s: Settings, python: str | None = None) -> int:
+    """Run every unfinished run in order; 0 when all runs are complete at the end, else 1."""
+    python = python or sys.executable
+    failed: list[Run] = []
+    total = len(units)
+    for i, unit in enumerate(units, 1):
+        print(f"[{i}/{total}] {unit.label}", flush=True)
+        for run in unit.runs:
+            head = f"  {run.kind:<20}"
+            if run.done:
+                print(f"{head} done already  {result_line(run.out_dir)}", flush=True)
+                continue
+            if run.depends is not None and not (run.depends / "results.json").is_file():
+                print(f"{head} skipped: its training run {run.depends} did not finish", flush=True)
+                failed.append(run)
+                continue
+            run.out_dir.mkdir(parents=True, exist_ok=True)
+            log = run.out_dir / "console.log"
+            t0 = time.time()
+            try:
+                with open(log, "w") as f:
+                    rc = subprocess.run(run.argv(python), stdout=f, stderr=subprocess.STDOUT,
+                                        stdin=subprocess.DEVNULL).returncode
+            except KeyboardInterrupt:
+                print(f"\ninterrupted during {run.out_dir}; rerun the same command to resume", flush=True)
+                return 130
+            took = _fmt_seconds(time.time() - t0)
+            if rc == 0 and run.done:
+                print(f"{head} {result_line(run.out_dir)}  ({took})  {run.out_dir}", flush=True)
+                continue
+            why = f"exit code {rc}" if rc else "no results.json written"
+            print(f"{head} FAILED ({why}, {took}); last lines of {log}:\n{tail(log)}\n"
+                  f"    command: {run.command(s.python)}", flush=True)
+            failed.append(run)
+            if s.stop_on_error:
+                print("stopping (STOP_ON_ERROR=1); rerun the same command to resume", flush=True)
+                return 1
+    if failed:
+        print(f"{len(failed)} run(s) did not complete:", flush=True)
+        for run in failed:
+            print(f"  {run.out_dir}", flush=True)
+        return 1
+    return 0
+
+
+# ------------------------------------------------------------------------------------------------ entry point
+USAGE = {
+    "base2novel": "METHOD DATASET", "base2novel_all": "METHOD", "cross_dataset": "METHOD",
+    "domain_generalization": "METHOD", "few_shot": "METHOD DATASET",
+}
+
+
+def plan(command: str, names: Sequence[str], s: Settings) -> tuple[Planner, list[Unit], list[str]]:
+    """The planner, the units, and the arguments of tools/parse_results.py that summarise them."""
+    if command not in USAGE:
+        raise _unknown("sweep", command, list(USAGE), "")
+    want = len(USAGE[command].split())
+    if len(names) != want:
+        raise SweepError(f"usage: {command} {USAGE[command]} (got {len(names)} argument(s))")
+    p = Planner(names[0], s)
+    trainer = p.method.trainer
+    if command == "base2novel":
+        dataset = resolve_dataset(names[1])
+        units = p.base2novel([dataset])
+        summary = [str(s.output / "base2new"), "--method", trainer, "--dataset", DATASETS[dataset], "--summary"]
+    elif command == "base2novel_all":
+        units = p.base2novel(BASE2NOVEL_DATASETS)
+        summary = [str(s.output / "base2new"), "--method", trainer, "--kind", "base2novel"]
+    elif command in ("cross_dataset", "domain_generalization"):
+        targets = CROSS_DATASET_TARGETS if command == "cross_dataset" else DOMAIN_TARGETS
+        units = p.transfer(targets)
+        summary = [str(s.output), "--method", trainer, "--kind", "all-classes"]
+    else:
+        dataset = resolve_dataset(names[1])
+        units = p.few_shot(dataset)
+        summary = [str(s.output), "--method", trainer, "--dataset", DATASETS[dataset], "--kind", "all-classes"]
+    return p, units, summary
+
+
+def main(argv: Sequence[str] | None = None, env: Mapping[str, str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    env = os.environ if env is None else env
+    if not argv or argv[0] in ("-h", "--help"):
+        print(__doc__)
+        return 0 if argv else 2
+    try:
+        s = Settings.from_env(env)
+        _, units, summary = plan(argv[0], argv[1:], s)
+    except SweepError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    if s.dry_run:
+        for unit in units:
+            for run in unit.runs:
+                print(run.command(s.python))
+        return 0
+    if not any(run.done for unit in units for run in unit.runs) and not os.path.exists(s.data):
+        print(f"error: DATA={s.data} does not exist; set DATA to the datasets' root folder (the folder of class "
+              "folders for imagefolder)", file=sys.stderr)
+        return 2
+    rc = execute(units, s)
+    if rc == 130:
+        return rc
+    print(flush=True)
+    from tools import parse_results
+
+    parse_results.main(summary)
+    return rc
+
+
+if __name__ == "__main__":
+    sys.exit(main())
