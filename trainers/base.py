@@ -23,13 +23,21 @@ from torch import nn
 import clip
 from calibration.regularizers import build_objective
 from dassl.engine import TrainerX
+from dassl.config import flatten_cfg
 from dassl.optim import build_lr_scheduler, build_optimizer
-from dassl.utils import UserError, load_checkpoint, save_checkpoint
+from dassl.utils import UserError, get_rng_state, load_checkpoint, save_checkpoint, set_rng_state
+from dassl.utils.torchtools import CHECKPOINT_POINTER
 
 from . import record
 from .templates import frozen_templates, zeroshot_text_features
 
 PRECISIONS = ("fp16", "fp32", "amp", "bf16")
+#: Config keys (prefixes) that do not change what training computes: a run may resume a checkpoint saved under
+#: other values of these. Every other key must match the checkpoint's config.
+RESUME_FREE_KEYS = ("OUTPUT_DIR", "RESUME", "VERBOSE", "USE_CUDA", "CONFIG_NAME", "DATASET.ROOT", "DATASET.CACHE_DIR",
+                    "DATASET.CHECK_IMAGES", "DATALOADER.NUM_WORKERS", "DATALOADER.PIN_MEMORY",
+                    "DATALOADER.PERSISTENT_WORKERS", "DATALOADER.TEST.", "TRAIN.PRINT_FREQ", "TRAIN.PROGRESS_BAR",
+                    "TRAIN.CHECKPOINT_FREQ", "TEST.")
 
 
 class NonFiniteLossError(UserError):
@@ -44,6 +52,9 @@ class PromptOutput:
     text_features: torch.Tensor | None = None  # normalised, C×E (B×C×E for instance-conditional methods)
     image_features: torch.Tensor | None = None  # normalised, B×E
     losses: dict[str, torch.Tensor] = field(default_factory=dict)  # the method's own weighted terms
+    #: frozen-CLIP image features (normalised, no grad) when the method computed them anyway (PromptSRC);
+    #: the zero-shot logits of the baselines reuse them instead of a second frozen pass
+    zs_image_features: torch.Tensor | None = None
 
 
 class PromptModel(nn.Module):
@@ -57,6 +68,9 @@ class PromptModel(nn.Module):
     #: True when the image tower depends on learnable parameters (its features cannot be cached or reused as the
     #: frozen ones).
     image_prompted: bool = False
+    #: Name prefixes of learnable parameters that the paper's code creates in fp32 even under PREC fp16 (deep
+    #: prompts of IVLP/VPT/MaPLe/PromptSRC, cast to the tower dtype at injection); they stay fp32 masters there.
+    fp32_params: tuple[str, ...] = ()
 
     def __init__(self, cfg, classnames: list[str], clip_model, zs_text_features: torch.Tensor):
         super().__init__()
@@ -142,6 +156,11 @@ class PromptTrainer(TrainerX):
         clip_model = clip.load(cfg.MODEL.BACKBONE.NAME, device=self.device, precision=weights)
         clip_model.requires_grad_(False)
         clip_model.eval()
+        size = getattr(clip_model.visual, "image_size", None)  # checked here, before any image reaches the tower
+        size = (size, size) if isinstance(size, int) else tuple(size) if size is not None else None
+        if size is not None and tuple(cfg.INPUT.SIZE) != size:
+            raise UserError(f"INPUT.SIZE {tuple(cfg.INPUT.SIZE)} does not match the input size {size} of backbone "
+                            f"{cfg.MODEL.BACKBONE.NAME!r}; set INPUT.SIZE {size}")
 
         kind = cfg.TRAINER.CALIB.FROZEN_TEMPLATES if "CALIB" in cfg.TRAINER else "single"
         self.zs_text_features = zeroshot_text_features(
@@ -150,14 +169,16 @@ class PromptTrainer(TrainerX):
         print(f"Building {type(self).__name__} model")
         self.model = self.model_class(cfg, classnames, clip_model, self.zs_text_features).to(self.device)
         learn_dtype = torch.float16 if self.precision == "fp16" else torch.float32
-        for p in self.learnable_parameters():
-            p.data = p.data.to(learn_dtype)
+        for n, p in self.learnable_named_parameters():
+            p.data = p.data.to(torch.float32 if n.startswith(self.model.fp32_params) else learn_dtype)
         names = [n for n, _ in self.learnable_named_parameters()]
         n_params = sum(p.numel() for p in self.learnable_parameters())
         print(f"Parameters to be updated: {len(names)} tensors, {n_params:,} values")
         if cfg.MODEL.INIT_WEIGHTS:
-            self._load_state(torch.load(cfg.MODEL.INIT_WEIGHTS, map_location="cpu", weights_only=False),
-                             cfg.MODEL.INIT_WEIGHTS)
+            if not osp.isfile(cfg.MODEL.INIT_WEIGHTS):
+                raise UserError(f"MODEL.INIT_WEIGHTS {cfg.MODEL.INIT_WEIGHTS!r} is not a file; pass a checkpoint "
+                                "saved by a training run (<output-dir>/<name>/model.pth.tar-<epoch>)")
+            self._load_state(load_checkpoint(cfg.MODEL.INIT_WEIGHTS), cfg.MODEL.INIT_WEIGHTS)
 
         self.objective = build_objective(cfg)
         if self.trainable and names:
@@ -194,7 +215,9 @@ class PromptTrainer(TrainerX):
     def zero_shot_logits(self, image: torch.Tensor, out: PromptOutput) -> torch.Tensor:
         """Frozen-CLIP logits of the batch (no_grad): reuses the image features when the image tower is frozen."""
         with torch.no_grad():
-            if not self.model.image_prompted and out.image_features is not None:
+            if out.zs_image_features is not None:
+                f = out.zs_image_features.detach().float()
+            elif not self.model.image_prompted and out.image_features is not None:
                 f = out.image_features.detach().float()
             else:
                 f = F.normalize(self.model.clip.encode_image(image.to(self.model.dtype)).float(), dim=-1)
@@ -242,6 +265,18 @@ class PromptTrainer(TrainerX):
             self.optim.step()
 
     # ------------------------------------------------------------------ evaluation
+    def feature_cache_path(self, loader):
+        """Where the frozen image features of ``loader``'s images are cached: the key hashes the tower weights,
+        the precision, the image-encoding code, the transform and the image list (trainers/feature_cache.py)."""
+        from . import feature_cache
+
+        encode = type(self.model).encode_image
+        dataset = loader.dataset
+        key = feature_cache.feature_key(self.model.clip.visual, dataset.transform, dataset.data_source,
+                                        {"precision": self.precision,
+                                         "encoder": f"{encode.__module__}.{encode.__qualname__}"})
+        return feature_cache.cache_dir(self.cfg) / f"{key}.pt"
+
     @torch.no_grad()
     def image_features(self, loader) -> tuple[torch.Tensor, torch.Tensor] | None:
         """Frozen image features and labels of a loader's images, from the on-disk cache when possible.
@@ -252,10 +287,7 @@ class PromptTrainer(TrainerX):
             return None
         from . import feature_cache
 
-        dataset = loader.dataset
-        key = feature_cache.feature_key(self.model.clip.visual, dataset.transform, dataset.data_source,
-                                        {"precision": self.precision})
-        path = feature_cache.cache_dir(self.cfg) / f"{key}.pt"
+        path = self.feature_cache_path(loader)
         hit = feature_cache.load(path)
         if hit is not None:
             print(f"Using cached image features ({len(hit[1])} images) from {path}")
@@ -409,13 +441,26 @@ class PromptTrainer(TrainerX):
                 "method_cfg": {k: v for k, v in node.items()}, "classnames": list(self.dm.dataset.classnames),
                 "precision": self.precision}
 
+    def _rng_generators(self) -> dict:
+        return {"train_loader_x": getattr(self.train_loader_x, "generator", None)}
+
     def save_model(self, epoch, directory, is_best=False, val_result=None, model_name=""):
+        """Checkpoint of the learnable parameters plus what resuming needs: optimizer, scheduler, RNG states, and
+        the config (``save_checkpoint`` adds the tensors' sha256). Non-finite parameters are never saved, so the
+        last checkpoint on disk stays a good one."""
+        state = self.checkpoint_state()
+        bad = [k for k, t in state.items() if t.is_floating_point() and not torch.isfinite(t).all()]
+        if bad:
+            raise NonFiniteLossError(
+                f"learnable parameters {bad} became NaN/inf in epoch {epoch + 1}; they are not saved, the last "
+                "saved checkpoint is untouched. Lower OPTIM.LR or use PREC fp32/amp.")
         for name in self.get_model_names():
             save_checkpoint(
-                {"state_dict": self.checkpoint_state(), "epoch": epoch + 1,
+                {"state_dict": state, "epoch": epoch + 1,
                  "optimizer": self._optims[name].state_dict() if self._optims[name] else None,
                  "scheduler": self._scheds[name].state_dict() if self._scheds[name] else None,
-                 "val_result": val_result, "meta": self.checkpoint_meta()},
+                 "val_result": val_result, "meta": self.checkpoint_meta(), "config": flatten_cfg(self.cfg),
+                 "rng": get_rng_state(self._rng_generators())},
                 osp.join(directory, name), is_best=is_best, model_name=model_name)
 
     def _checkpoint_path(self, directory: str, name: str, epoch: int | None) -> str:
@@ -434,6 +479,7 @@ class PromptTrainer(TrainerX):
         state = checkpoint.get("state_dict", checkpoint)
         state = {k[7:] if k.startswith("module.") else k: v for k, v in state.items()}
         meta = checkpoint.get("meta") or {}
+        method_diffs = []
         if meta:
             mine = self.checkpoint_meta()
             diffs = [f"{k}: checkpoint {meta[k]!r} vs this run {mine[k]!r}" for k in ("trainer", "backbone")
@@ -441,15 +487,21 @@ class PromptTrainer(TrainerX):
             if diffs:
                 raise UserError(f"checkpoint {path} does not match this run ({'; '.join(diffs)}); "
                                 "pass the --model-dir of a run made with the same trainer and backbone")
+            theirs, ours = meta.get("method_cfg") or {}, mine["method_cfg"]
+            method_diffs = [f"TRAINER.{self.cfg_node}.{k}: checkpoint {theirs[k]!r} vs this run {ours[k]!r}"
+                            for k in ours if k in theirs and theirs[k] != ours[k]]
         own = dict(self.learnable_named_parameters())
         missing = [k for k in own if k not in state]
         wrong = [f"{k} {tuple(state[k].shape)} vs {tuple(own[k].shape)}" for k in own
                  if k in state and state[k].shape != own[k].shape]
         if missing or wrong:
+            cause = (f"It was trained with other method settings ({'; '.join(method_diffs)})" if method_diffs else
+                     "It was made with different prompt settings (e.g. N_CTX, prompt depth)")
             raise UserError(
                 f"checkpoint {path} does not fit this model: missing {missing or 'nothing'}; shape mismatch "
-                f"{wrong or 'none'}. It was made with different prompt settings (e.g. N_CTX, prompt depth); "
-                "use the same --config-file and TRAINER options as the training run")
+                f"{wrong or 'none'}. {cause}; use the same --config-file and TRAINER options as the training run")
+        if method_diffs:
+            print(f"Note: checkpoint {path} was trained with other method settings: {'; '.join(method_diffs)}")
         with torch.no_grad():
             for k, p in own.items():
                 p.copy_(state[k].to(p.dtype))
@@ -472,21 +524,42 @@ class PromptTrainer(TrainerX):
             self._loaded_epoch = checkpoint.get("epoch")
             print(f'Loading weights to {name} from "{path}" (epoch = {checkpoint.get("epoch")})')
 
+    def _check_resume_config(self, checkpoint: dict, path: str) -> None:
+        """A run resumes only a checkpoint saved under the same training config (see RESUME_FREE_KEYS)."""
+        saved = checkpoint.get("config")
+        if not saved:  # saved before configs were recorded
+            return
+        ours = flatten_cfg(self.cfg)
+        diffs = [f"{k}: checkpoint {saved[k]!r} vs this run {ours[k]!r}" for k in ours
+                 if k in saved and saved[k] != ours[k] and not k.startswith(RESUME_FREE_KEYS)]
+        if diffs:
+            raise UserError(
+                f"cannot resume from {path}: it was saved by a run with another config ({'; '.join(diffs[:8])}"
+                f"{'; ...' if len(diffs) > 8 else ''}). Rerun with the checkpoint's settings to resume it, or use "
+                f"another --output-dir (or delete {osp.dirname(path)}) to train from scratch")
+
     def resume_model_if_exist(self, directory):
+        """Resume from the last checkpoint saved (the ``checkpoint`` pointer): parameters, optimizer, scheduler and
+        RNG states, so the resumed run continues the interrupted one (same lr schedule and, on the same machine with
+        NUM_WORKERS 0, the same numbers)."""
         names = self.get_model_names()
-        if not names or not all(osp.exists(osp.join(directory, n, "checkpoint")) for n in names):
+        if not names or not all(osp.exists(osp.join(directory, n, CHECKPOINT_POINTER)) for n in names):
             print("No checkpoint found, train from scratch")
             return 0
         start_epoch = 0
         for name in names:
-            path = self._checkpoint_path(directory, name, None)
+            with open(osp.join(directory, name, CHECKPOINT_POINTER)) as f:
+                path = osp.join(directory, name, f.readline().strip())
             print(f"Resuming from {path}")
             checkpoint = load_checkpoint(path)
+            self._check_resume_config(checkpoint, path)
             self._load_state(checkpoint, path)
             if checkpoint.get("optimizer") and self._optims[name] is not None:
                 self._optims[name].load_state_dict(checkpoint["optimizer"])
             if checkpoint.get("scheduler") and self._scheds[name] is not None:
                 self._scheds[name].load_state_dict(checkpoint["scheduler"])
             start_epoch = checkpoint["epoch"]
+            if checkpoint.get("rng") is not None:
+                set_rng_state(checkpoint["rng"], self._rng_generators())
         print(f"Resumed at epoch {start_epoch}")
         return start_epoch
