@@ -162,9 +162,8 @@ class PromptTrainer(TrainerX):
             raise UserError(f"INPUT.SIZE {tuple(cfg.INPUT.SIZE)} does not match the input size {size} of backbone "
                             f"{cfg.MODEL.BACKBONE.NAME!r}; set INPUT.SIZE {size}")
 
-        kind = cfg.TRAINER.CALIB.FROZEN_TEMPLATES if "CALIB" in cfg.TRAINER else "single"
         self.zs_text_features = zeroshot_text_features(
-            clip_model, classnames, frozen_templates(cfg.DATASET.NAME, kind)).to(self.device)
+            clip_model, classnames, self.frozen_target_templates()).to(self.device)
 
         print(f"Building {type(self).__name__} model")
         self.model = self.model_class(cfg, classnames, clip_model, self.zs_text_features).to(self.device)
@@ -192,6 +191,12 @@ class PromptTrainer(TrainerX):
             self.autocast_dtype = torch.bfloat16 if use_bf16 else torch.float16
             if self.autocast_dtype == torch.float16:
                 self.scaler = torch.amp.GradScaler("cuda")
+
+    def frozen_target_templates(self) -> list[str]:
+        """Templates of the frozen features F0 (the --calib target, the zero-shot logits). A method may substitute
+        its own table (KgCoOp/ProGrad, as the TCPT code does, behind a switch)."""
+        kind = self.cfg.TRAINER.CALIB.FROZEN_TEMPLATES if "CALIB" in self.cfg.TRAINER else "single"
+        return frozen_templates(self.cfg.DATASET.NAME, kind)
 
     def learnable_named_parameters(self):
         return [(n, p) for n, p in self.model.named_parameters() if p.requires_grad]

@@ -18,9 +18,12 @@ def init_context(prompts: TextPrompts, shape: tuple[int, ...], dtype=torch.float
 
 
 class CoOpModel(PromptModel):
+    #: The TRAINER node holding N_CTX, CSC, CTX_INIT, CLASS_TOKEN_POSITION (KgCoOp reuses this model with KGCOOP).
+    cfg_node: str = "COOP"
+
     def __init__(self, cfg, classnames, clip_model, zs_text_features):
         super().__init__(cfg, classnames, clip_model, zs_text_features)
-        node = cfg.TRAINER.COOP
+        node = cfg.TRAINER[self.cfg_node]
         phrase = init_phrase(node.CTX_INIT)
         # A phrase sets the context length to its BPE token count and forces a generic context (CoOp's rule).
         n_ctx = count_tokens(phrase) if phrase else int(node.N_CTX)

@@ -72,22 +72,24 @@ class TextPrompts(nn.Module):
     def num_classes(self) -> int:
         return self.token_prefix.shape[0]
 
-    def assemble(self, ctx: torch.Tensor) -> torch.Tensor:
+    def assemble(self, ctx: torch.Tensor, position: str | None = None) -> torch.Tensor:
         """Prompts C×77×Dt from context ``ctx`` of shape M×Dt (generic), C×M×Dt (class-specific) or
-        B×M×Dt with ``batched`` semantics handled by :meth:`assemble_batched`."""
+        B×M×Dt with ``batched`` semantics handled by :meth:`assemble_batched`. ``position`` overrides the
+        class-token position for this call (ProDA mixes positions over one set of buffers)."""
         prefix, suffix = self.token_prefix, self.token_suffix
         C = prefix.shape[0]
         ctx = ctx.to(prefix.dtype)
         if ctx.dim() == 2:
             ctx = ctx.unsqueeze(0).expand(C, -1, -1)
-        if self.position == "end":
+        position = self.position if position is None else position
+        if position == "end":
             return torch.cat([prefix, ctx, suffix], dim=1)
         rows = []
         half = self.n_ctx // 2
         for c in range(C):
             n = self.name_lens[c]
             name, rest = suffix[c:c + 1, :n], suffix[c:c + 1, n:]
-            if self.position == "middle":
+            if position == "middle":
                 rows.append(torch.cat([prefix[c:c + 1], ctx[c:c + 1, :half], name, ctx[c:c + 1, half:], rest], 1))
             else:  # front
                 rows.append(torch.cat([prefix[c:c + 1], name, ctx[c:c + 1], rest], dim=1))
