@@ -19,8 +19,8 @@ import traceback
 import torch
 from yacs.config import CfgNode as CN
 
-from dassl.config import get_cfg_default
-from dassl.utils import UserError, atomic_write_text, collect_env_info, set_random_seed, setup_logger
+from dassl.config import flatten_cfg, get_cfg_default
+from dassl.utils import UserError, atomic_write_text, closest_match, collect_env_info, set_random_seed, setup_logger
 
 KEY_RE = re.compile(r"^[A-Z][A-Z0-9_]*(\.[A-Z0-9_]+)+$")
 
@@ -89,17 +89,51 @@ def reset_cfg(cfg: CN, args) -> None:
         cfg.TRAINER.CALIB.NAME = args.calib
 
 
+_YACS_UNKNOWN = re.compile(r"Non-existent (?:config )?key: (\S+)")
+_YACS_TYPE = re.compile(r"Type mismatch \(<class '([\w.]+)'> vs\. <class '([\w.]+)'>\).* for config key: (\S+)$",
+                        re.DOTALL)
+_TYPE_NAMES = {"float": "a float", "int": "an integer", "str": "a string", "bool": "True or False",
+               "tuple": "a tuple", "list": "a list", "yacs.config.CfgNode": "a group of keys"}
+
+
+def _cfg_error(exc: Exception, source: str, cfg: CN) -> UserError:
+    """yacs' merge errors as one message naming the key and the expected type (or the closest existing key)."""
+    msg = str(exc.args[0]) if exc.args else str(exc)
+    unknown = _YACS_UNKNOWN.search(msg)
+    if unknown:
+        key = unknown.group(1)
+        close = closest_match(key, flatten_cfg(cfg))
+        hint = f'; did you mean "{close}"?' if close else ""
+        return UserError(f"{source}: unknown config key {key}{hint} (keys are defined in dassl/config/defaults.py, "
+                         "train.py's extend_cfg and the trainers' cfg_defaults)")
+    mismatch = _YACS_TYPE.search(msg)
+    if mismatch:
+        expected, got, key = mismatch.groups()
+        fix = " (write it with a decimal point, e.g. 1.0)" if (expected, got) == ("float", "int") else ""
+        fix = fix or (" (quote it to make it a string)" if expected == "str" else "")
+        current = flatten_cfg(cfg).get(key)
+        like = f" like its current value {current!r}" if current is not None else ""
+        return UserError(f"{source}: {key} must be {_TYPE_NAMES.get(expected, expected)}{like}, got "
+                         f"{_TYPE_NAMES.get(got, got)}{fix}")
+    return UserError(f"{source}: {msg}")
+
+
 def _merge_file(cfg: CN, path: str, what: str) -> None:
     if not os.path.isfile(path):
         raise UserError(f"{what} {path!r} does not exist; pass a file from configs/ (e.g. "
                         f"configs/{'datasets' if 'dataset' in what else 'trainers/CoOp'}/...)")
+    import yaml
+
     try:
         cfg.merge_from_file(path)
-    except KeyError as exc:
-        raise UserError(f"{path}: unknown config key {exc.args[0]!s}; check its spelling against "
-                        "dassl/config/defaults.py and the trainer's cfg_defaults") from None
-    except (ValueError, AssertionError, TypeError) as exc:
-        raise UserError(f"{path}: {exc}") from None
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        where = f", line {mark.line + 1}, column {mark.column + 1}" if mark is not None else ""
+        raise UserError(f"{path}{where} is not valid YAML: {getattr(exc, 'problem', None) or exc}") from None
+    except (KeyError, ValueError, AssertionError) as exc:
+        raise _cfg_error(exc, path, cfg) from None
+    except (AttributeError, TypeError):  # the top level is a list or a scalar, not a mapping
+        raise UserError(f"{path} must be a YAML mapping of config keys (e.g. 'OPTIM:' then '  LR: 0.002')") from None
 
 
 def setup_cfg(args) -> CN:
@@ -111,13 +145,17 @@ def setup_cfg(args) -> CN:
         _merge_file(cfg, args.config_file, "config file")
         cfg.CONFIG_NAME = os.path.splitext(os.path.basename(args.config_file))[0]
     reset_cfg(cfg, args)
+    if len(args.opts) % 2:
+        raise UserError("the options after the flags must be KEY VALUE pairs, but an odd number was given (a key "
+                        f"without its value?): {' '.join(map(str, args.opts))}")
+    known = flatten_cfg(cfg)
+    for key in args.opts[0::2]:  # before yacs, which fails on some bad keys with a bare TypeError
+        if key not in known:
+            raise _cfg_error(KeyError(f"Non-existent key: {key}"), "command-line option", cfg)
     try:
         cfg.merge_from_list(args.opts)
-    except (KeyError, AssertionError) as exc:
-        raise UserError(f"command-line option: {exc}; options are KEY VALUE pairs of existing keys "
-                        "(e.g. DATASET.NUM_SHOTS 16)") from None
-    except (ValueError, TypeError) as exc:
-        raise UserError(f"command-line option: {exc}") from None
+    except (KeyError, AssertionError, ValueError, TypeError) as exc:
+        raise _cfg_error(exc, "command-line option", cfg) from None
     from calibration.regularizers import resolve_calib_name
 
     cfg.TRAINER.CALIB.NAME = resolve_calib_name(cfg.TRAINER.CALIB.NAME)
@@ -150,7 +188,11 @@ def main(args) -> None:
     elif torch.cuda.is_available() and cfg.USE_CUDA:
         torch.backends.cudnn.benchmark = True
 
-    os.makedirs(cfg.OUTPUT_DIR, exist_ok=True)
+    try:
+        os.makedirs(cfg.OUTPUT_DIR, exist_ok=True)
+    except OSError as exc:
+        raise UserError(f"cannot create the output directory {cfg.OUTPUT_DIR!r} (--output-dir): "
+                        f"{exc.strerror or exc}") from None
     from trainers import record
 
     record.clear(cfg.OUTPUT_DIR)

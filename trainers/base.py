@@ -22,8 +22,8 @@ from torch import nn
 
 import clip
 from calibration.regularizers import build_objective
-from dassl.engine import TrainerX
 from dassl.config import flatten_cfg
+from dassl.engine import TrainerX
 from dassl.optim import build_lr_scheduler, build_optimizer
 from dassl.utils import UserError, get_rng_state, load_checkpoint, save_checkpoint, set_rng_state
 from dassl.utils.torchtools import CHECKPOINT_POINTER

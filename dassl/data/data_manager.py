@@ -61,6 +61,8 @@ class DatasetWrapper(TorchDataset):
         self.skip_bad_images = cfg.DATALOADER.SKIP_BAD_IMAGES
         self._bad = RawArray("b", max(len(data_source), 1))
 
+        if not isinstance(self.k_tfm, int) or self.k_tfm < 1:
+            raise UserError(f"DATALOADER.K_TRANSFORMS must be a positive integer, got {self.k_tfm!r}")
         if self.k_tfm > 1 and transform is None:
             raise UserError(f"DATALOADER.K_TRANSFORMS={self.k_tfm} needs a transform, but transform is None")
 
@@ -120,11 +122,18 @@ def build_data_loader(cfg, sampler_type: str = "SequentialSampler", data_source=
     if not data_source:
         raise UserError("Cannot build a data loader over an empty split; check DATASET.NAME, DATASET.ROOT "
                         "and DATASET.NUM_SHOTS / SUBSAMPLE_CLASSES")
+    num_workers = cfg.DATALOADER.NUM_WORKERS
+    if not isinstance(batch_size, int) or batch_size < 1:
+        raise UserError(f"DATALOADER.*.BATCH_SIZE must be a positive integer, got {batch_size!r}")
+    if num_workers < 0:
+        raise UserError(f"DATALOADER.NUM_WORKERS must be >= 0 (0 = load in the main process), got {num_workers}")
+    # The run seed alone fixes the shuffling and the workers' seeds (not whatever drew from the global RNG before).
+    seed = cfg.get("SEED", -1)
+    generator = torch.Generator().manual_seed(seed) if seed >= 0 else None
     sampler = build_sampler(sampler_type, cfg=cfg, data_source=data_source, batch_size=batch_size,
-                            n_domain=n_domain, n_ins=n_ins)
+                            n_domain=n_domain, n_ins=n_ins, generator=generator)
     if dataset_wrapper is None:
         dataset_wrapper = DatasetWrapper
-    num_workers = cfg.DATALOADER.NUM_WORKERS
     use_cuda = torch.cuda.is_available() and cfg.USE_CUDA
     loader = DataLoader(
         dataset_wrapper(cfg, data_source, transform=tfm, is_train=is_train),
@@ -136,6 +145,7 @@ def build_data_loader(cfg, sampler_type: str = "SequentialSampler", data_source=
         persistent_workers=num_workers > 0 and cfg.DATALOADER.PERSISTENT_WORKERS,
         worker_init_fn=seed_worker,
         collate_fn=collate_skip_none,
+        generator=generator,
     )
     assert len(loader) > 0
     return loader

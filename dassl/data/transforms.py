@@ -38,6 +38,28 @@ def _check_choices(choices) -> None:
         check_availability(choice, SUPPORTED_TRANSFORMS, what="transform in INPUT.TRANSFORMS")
 
 
+def _check_input(node, choices) -> None:
+    """INPUT values torchvision would only reject at the first image (or not at all), checked when building."""
+    def numbers(value, n):
+        return (isinstance(value, (list, tuple)) and len(value) in n
+                and all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in value))
+
+    size = node.SIZE
+    if not (numbers(size, (2,)) and all(isinstance(v, int) and v > 0 for v in size)):
+        raise UserError(f"INPUT.SIZE must be two positive integers (height, width), e.g. (224, 224); got {size!r}")
+    if "normalize" in choices:
+        if not numbers(node.PIXEL_MEAN, (1, 3)):
+            raise UserError(f"INPUT.PIXEL_MEAN must hold 3 numbers (R, G, B), got {node.PIXEL_MEAN!r}")
+        if not numbers(node.PIXEL_STD, (1, 3)) or min(node.PIXEL_STD) <= 0:
+            raise UserError(f"INPUT.PIXEL_STD must hold 3 positive numbers (R, G, B), got {node.PIXEL_STD!r}")
+    scale = node.RRCROP_SCALE
+    if "random_resized_crop" in choices and not (numbers(scale, (2,)) and 0 < scale[0] <= scale[1]):
+        raise UserError(f"INPUT.RRCROP_SCALE must be (min, max) with 0 < min <= max, got {scale!r}")
+    k = node.GB_K
+    if "gaussian_blur" in choices and not (isinstance(k, int) and k > 0 and k % 2 == 1):
+        raise UserError(f"INPUT.GB_K (gaussian blur kernel) must be a positive odd integer, got {k!r}")
+
+
 def build_transform(cfg, is_train: bool = True, choices=None):
     """Compose the train or test transform from ``cfg.INPUT`` (None if INPUT.NO_TRANSFORM)."""
     if cfg.INPUT.NO_TRANSFORM:
@@ -47,6 +69,7 @@ def build_transform(cfg, is_train: bool = True, choices=None):
         choices = cfg.INPUT.TRANSFORMS
     _check_choices(choices)
     check_availability(cfg.INPUT.INTERPOLATION, INTERPOLATION_MODES, what="interpolation (INPUT.INTERPOLATION)")
+    _check_input(cfg.INPUT, choices)
 
     normalize = Normalize(mean=cfg.INPUT.PIXEL_MEAN, std=cfg.INPUT.PIXEL_STD)
     if is_train:

@@ -270,6 +270,9 @@ class SimpleTrainer(TrainerBase):
 
     def before_train(self) -> None:
         directory = self.cfg.RESUME if self.cfg.RESUME else self.output_dir
+        if self.cfg.RESUME and not osp.isdir(self.cfg.RESUME):  # an explicit --resume must name a real folder
+            raise MissingFileError(f'--resume / RESUME "{self.cfg.RESUME}" is not a folder; pass the --output-dir '
+                                   "of the run to resume, or drop --resume to train from scratch")
         self.start_epoch = self.resume_model_if_exist(directory)
         self.init_writer(osp.join(self.output_dir, "tensorboard"))
         self.time_start = time.time()

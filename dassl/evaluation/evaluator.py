@@ -12,6 +12,7 @@ import numpy as np
 import torch
 
 from ..utils.atomic import atomic_torch_save
+from ..utils.errors import UserError
 from ..utils.registry import Registry
 
 EVALUATOR_REGISTRY = Registry("EVALUATOR")
@@ -59,6 +60,9 @@ class Classification(EvaluatorBase):
         super().__init__(cfg)
         self._lab2cname = lab2cname
         self._per_class_res = cfg.TEST.PER_CLASS_RESULT
+        bins = cfg.TEST.get("ECE_BINS", 10)
+        if not isinstance(bins, int) or bins < 1:  # checked here, before training, not at the first evaluation
+            raise UserError(f"TEST.ECE_BINS must be a positive integer (default 10), got {bins!r}")
         self.reset()
 
     def reset(self) -> None:

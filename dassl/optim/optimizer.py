@@ -27,7 +27,15 @@ def build_optimizer(model, optim_cfg, param_groups=None) -> torch.optim.Optimize
     lr = optim_cfg.LR
     wd = optim_cfg.WEIGHT_DECAY
     betas = (optim_cfg.ADAM_BETA1, optim_cfg.ADAM_BETA2)
+    try:
+        return _build(name, model, optim_cfg, param_groups, lr, wd, betas)
+    except ValueError as exc:  # torch's range checks (negative lr, betas outside [0, 1), nesterov without momentum)
+        raise UserError(f"OPTIM settings rejected by torch.optim ({name}): {exc}. Check OPTIM.LR, "
+                        "OPTIM.WEIGHT_DECAY, OPTIM.MOMENTUM, OPTIM.ADAM_BETA1/2 and OPTIM.SGD_*") from None
 
+
+def _build(name, model, optim_cfg, param_groups, lr, wd, betas) -> torch.optim.Optimizer:
+    """The body of :func:`build_optimizer`, whose wrapper turns torch's ValueErrors into UserErrors."""
     if param_groups is not None:
         if optim_cfg.STAGED_LR:
             warnings.warn("OPTIM.STAGED_LR is ignored because param_groups is given")

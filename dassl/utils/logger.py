@@ -26,7 +26,7 @@ class Logger:
         self.file = None
         if fpath is not None:
             mkdir_if_missing(osp.dirname(osp.abspath(fpath)))
-            self.file = open(fpath, "w")
+            self.file = open(fpath, "w", buffering=1)  # line-buffered: a killed run's log keeps its last lines
 
     def write(self, msg: str) -> int:
         self.console.write(msg)

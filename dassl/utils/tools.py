@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import errno
+import functools
 import json
 import os
 import os.path as osp
@@ -13,7 +14,7 @@ from .atomic import atomic_write_text
 
 __all__ = [
     "mkdir_if_missing", "check_isfile", "read_json", "write_json", "listdir_nohidden", "read_image",
-    "set_random_seed", "collect_env_info", "tolist_if_not",
+    "set_random_seed", "get_rng_state", "set_rng_state", "collect_env_info", "tolist_if_not",
 ]
 
 
@@ -72,8 +73,42 @@ def set_random_seed(seed: int) -> None:
     torch.cuda.manual_seed_all(seed)
 
 
+def get_rng_state(generators: dict | None = None) -> dict:
+    """Every RNG a training run draws from (python, numpy, torch CPU/CUDA, plus named torch Generators such as a
+    loader's shuffling generator), so a resumed run continues exactly where the saved one was. Plain data and
+    tensors only (loadable with ``torch.load(weights_only=True)``)."""
+    import numpy as np
+    import torch
+
+    name, keys, pos, has_gauss, gauss = np.random.get_state()
+    state = {"python": random.getstate(), "numpy": (name, keys.tolist(), pos, has_gauss, gauss),
+             "torch": torch.get_rng_state(),
+             "generators": {k: g.get_state() for k, g in (generators or {}).items() if g is not None}}
+    if torch.cuda.is_available() and torch.cuda.is_initialized():
+        state["cuda"] = torch.cuda.get_rng_state_all()
+    return state
+
+
+def set_rng_state(state: dict, generators: dict | None = None) -> None:
+    """Restore what :func:`get_rng_state` saved (CUDA only when the device count matches)."""
+    import numpy as np
+    import torch
+
+    random.setstate(state["python"])
+    name, keys, pos, has_gauss, gauss = state["numpy"]
+    np.random.set_state((name, np.asarray(keys, dtype=np.uint32), pos, has_gauss, gauss))
+    torch.set_rng_state(state["torch"].cpu())
+    cuda = state.get("cuda")
+    if cuda is not None and torch.cuda.is_available() and len(cuda) == torch.cuda.device_count():
+        torch.cuda.set_rng_state_all(cuda)
+    for k, g in (generators or {}).items():
+        if g is not None and k in state.get("generators", {}):
+            g.set_state(state["generators"][k].cpu())
+
+
+@functools.lru_cache(maxsize=1)
 def collect_env_info() -> str:
-    """torch's environment report plus the Pillow version."""
+    """torch's environment report plus the Pillow version (computed once per process: it shells out)."""
     import PIL
 
     try:

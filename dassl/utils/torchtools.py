@@ -1,6 +1,7 @@
 """Checkpoint helpers (Dassl's torchtools), with atomic saves and torch>=2.6 loading."""
 from __future__ import annotations
 
+import hashlib
 import os.path as osp
 import shutil
 import warnings
@@ -14,7 +15,7 @@ from .errors import MissingFileError, UserError
 
 __all__ = [
     "save_checkpoint", "load_checkpoint", "resume_from_checkpoint", "load_pretrained_weights", "count_num_param",
-    "CHECKPOINT_POINTER",
+    "CHECKPOINT_POINTER", "state_sha256",
 ]
 
 CHECKPOINT_POINTER = "checkpoint"  # text file whose first line is the basename of the last saved checkpoint
@@ -24,15 +25,36 @@ def _strip_module(state_dict: dict) -> OrderedDict:
     return OrderedDict((k[7:] if k.startswith("module.") else k, v) for k, v in state_dict.items())
 
 
+def state_sha256(state_dict: dict) -> str:
+    """sha256 over the names, dtypes, shapes and raw bytes of a state dict's tensors (sorted by name).
+
+    Stored in every checkpoint as ``sha256`` and checked by :func:`load_checkpoint`, so a truncated, corrupted or
+    edited checkpoint is reported instead of silently loaded.
+    """
+    h = hashlib.sha256()
+    for name in sorted(state_dict):
+        value = state_dict[name]
+        if not isinstance(value, torch.Tensor):
+            h.update(f"{name}={value!r};".encode())
+            continue
+        t = value.detach().cpu().contiguous().reshape(-1)
+        h.update(f"{name}:{t.dtype}:{tuple(value.shape)};".encode())
+        h.update(t.view(torch.uint8).numpy().tobytes() if t.numel() else b"")
+    return h.hexdigest()
+
+
 def save_checkpoint(state: dict, save_dir: str, is_best: bool = False, remove_module_from_keys: bool = True,
                     model_name: str = "") -> str:
     """Save ``state`` to ``save_dir/<model_name or model.pth.tar-<epoch>>`` atomically.
 
     Also (atomically) writes ``save_dir/checkpoint`` naming the file, which resume reads, and copies
-    the file to ``model-best.pth.tar`` when ``is_best``. Returns the checkpoint path.
+    the file to ``model-best.pth.tar`` when ``is_best``. The state dict's :func:`state_sha256` is stored as
+    ``sha256``. Returns the checkpoint path.
     """
     if remove_module_from_keys and "state_dict" in state:
         state = dict(state, state_dict=_strip_module(state["state_dict"]))
+    if "state_dict" in state:
+        state = dict(state, sha256=state_sha256(state["state_dict"]))
     if not model_name:
         model_name = f"model.pth.tar-{state['epoch']}"
     fpath = osp.join(save_dir, model_name)
@@ -51,7 +73,7 @@ def load_checkpoint(fpath: str) -> dict:
     """Load a checkpoint saved by this engine or by Dassl.
 
     ``weights_only=False``: Dassl checkpoints pickle a scheduler object (engine.md §6.2). Python-2
-    era pickles are retried with latin1 decoding.
+    era pickles are retried with latin1 decoding. A checkpoint that records a ``sha256`` must match it.
     """
     if fpath is None:
         raise ValueError("File path is None")
@@ -59,12 +81,20 @@ def load_checkpoint(fpath: str) -> dict:
         raise MissingFileError(f'Checkpoint not found: "{fpath}"')
     map_location = None if torch.cuda.is_available() else "cpu"
     try:
-        return torch.load(fpath, map_location=map_location, weights_only=False)
+        checkpoint = torch.load(fpath, map_location=map_location, weights_only=False)
     except UnicodeDecodeError:
-        return torch.load(fpath, map_location=map_location, weights_only=False, encoding="latin1")
+        checkpoint = torch.load(fpath, map_location=map_location, weights_only=False, encoding="latin1")
     except Exception as e:
         raise UserError(f'Cannot read checkpoint "{fpath}" ({type(e).__name__}: {e}). '
                         "The file may be truncated or not a torch checkpoint; delete it and re-run.") from e
+    recorded = checkpoint.get("sha256") if isinstance(checkpoint, dict) else None
+    if recorded is not None and isinstance(checkpoint.get("state_dict"), dict):
+        actual = state_sha256(checkpoint["state_dict"])
+        if actual != recorded:
+            raise UserError(f'Checkpoint "{fpath}" does not match its recorded sha256 (tensors hash to '
+                            f"{actual[:16]}..., recorded {str(recorded)[:16]}...): the file was modified or "
+                            "corrupted after it was saved. Restore it, or delete it and train again.")
+    return checkpoint
 
 
 def resume_from_checkpoint(fdir: str, model: nn.Module, optimizer=None, scheduler=None, strict: bool = True) -> int:
