@@ -73,8 +73,12 @@ def load(name_or_path: Union[str, os.PathLike], device: Union[str, torch.device]
     if sep and arch in open_clip.list_models():
         return _load_pair(arch, pretrained, device, precision, cache_dir)
     if os.sep in name or name.endswith(_CHECKPOINT_SUFFIXES):
+        import difflib
+
+        close = difflib.get_close_matches(name, available_models(), n=1)
+        hint = f" Did you mean the backbone {close[0]!r}?" if close else ""
         raise MissingFileError(f"CLIP weights file {path!r} does not exist. Check the path "
-                               f"(MODEL.BACKBONE.NAME).")
+                               f"(MODEL.BACKBONE.NAME).{hint}")
     if sep:
         check_availability(arch, open_clip.list_models(), what="open_clip architecture (in ARCH:PRETRAINED)")
     check_availability(name, available_models(), what="CLIP backbone (MODEL.BACKBONE.NAME)")

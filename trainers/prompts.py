@@ -53,11 +53,14 @@ class TextPrompts(nn.Module):
         if position not in POSITIONS:
             raise UserError(f"CLASS_TOKEN_POSITION must be one of {POSITIONS}, got {position!r}")
         self.n_ctx = int(n_ctx)
+        if self.n_ctx < 1:
+            raise UserError(f"the number of context tokens must be at least 1, got {self.n_ctx} "
+                            "(TRAINER.<METHOD>.N_CTX / N_CTX_TEXT)")
         self.position = position
         self.classnames = [clean_classname(c) for c in classnames]
         placeholder = init if init else " ".join(["X"] * self.n_ctx)
         texts = [f"{placeholder} {name}." for name in self.classnames]
-        ids = _tokenize_checked(texts, self.classnames)
+        ids = tokenize_prompts(texts, self.classnames)
         with torch.no_grad():
             emb = text_encoder.embed(ids.to(_device_of(text_encoder)))
         self.register_buffer("ids", ids, persistent=False)
@@ -112,7 +115,7 @@ def _device_of(module: nn.Module) -> torch.device:
     return torch.device("cpu")
 
 
-def _tokenize_checked(texts: list[str], classnames: list[str]) -> torch.Tensor:
+def tokenize_prompts(texts: list[str], classnames: list[str]) -> torch.Tensor:
     try:
         return clip.tokenize(texts)
     except Exception as exc:  # name the offending class, whatever the tokenizer raised

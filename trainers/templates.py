@@ -63,7 +63,9 @@ def zeroshot_text_features(clip_model, classnames: Sequence[str], templates: Seq
     names = [c.replace("_", " ") for c in classnames]
     total = None
     for template in templates:
-        ids = clip.tokenize([template.format(n) for n in names])
+        from .prompts import tokenize_prompts
+
+        ids = tokenize_prompts([template.format(n) for n in names], names)
         feats = torch.cat([clip_model.encode_text(ids[i:i + chunk].to(device)).float()
                            for i in range(0, len(ids), chunk)])
         feats = F.normalize(feats, dim=-1)
