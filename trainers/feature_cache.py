@@ -43,7 +43,11 @@ def tower_fingerprint(visual: torch.nn.Module) -> str:
 
 
 def feature_key(visual: torch.nn.Module, transform, items, extra: dict | None = None) -> str:
-    """The cache key: tower fingerprint + transform + (path, label) of every image, in order."""
+    """The cache key: tower fingerprint + transform + (path, label, size, mtime) of every image, in order, + extra.
+
+    Files are identified by size and modification time, not content (reading every test image would cost what
+    the cache saves): a file rewritten in place with the same size and its old mtime restored is not noticed.
+    """
     h = hashlib.sha256()
     h.update(tower_fingerprint(visual).encode())
     h.update(repr(transform).encode())
@@ -51,7 +55,7 @@ def feature_key(visual: torch.nn.Module, transform, items, extra: dict | None = 
         h.update(f"{os.path.abspath(item.impath)}\t{item.label}\n".encode())
         try:
             st = os.stat(item.impath)
-            h.update(f"{st.st_size}:{int(st.st_mtime)}\n".encode())
+            h.update(f"{st.st_size}:{st.st_mtime_ns}\n".encode())  # ns: a rewrite within the second counts
         except OSError:
             h.update(b"missing\n")
     h.update(json.dumps(extra or {}, sort_keys=True).encode())

@@ -1,0 +1,261 @@
+"""The on-disk cache of frozen test-image features (trainers/feature_cache.py, PromptTrainer.image_features).
+
+Its key changes with everything that changes the features (tower weights, precision, transform, image list, an
+image file rewritten) and with nothing else; TEST.FEATURE_CACHE False writes nothing; a prompted image tower never
+uses it; an evaluation from cached features gives exactly the logits of an uncached one.
+"""
+from __future__ import annotations
+
+import contextlib
+import os
+import sys
+from collections import namedtuple
+
+import numpy as np
+import pytest
+import torch
+
+import clip
+import train
+from dassl.data.transforms import build_transform
+from dassl.engine import build_trainer
+from tests.helpers import coop_argv, make_image_folder
+from trainers import feature_cache
+from trainers.base import PromptModel
+
+torch.set_num_threads(1)
+Item = namedtuple("Item", "impath label")
+
+
+@pytest.fixture(autouse=True)
+def keep_stdout():
+    saved = sys.stdout
+    yield
+    sys.stdout = saved
+
+
+@pytest.fixture(scope="module")
+def data_root(tmp_path_factory):
+    return make_image_folder(tmp_path_factory.mktemp("cache_data"), n_classes=2, per_class=5)
+
+
+def setup_cfg(root, *opts):
+    return train.setup_cfg(train.parse_args(coop_argv(root, "unused", opts=opts)))
+
+
+def items_of(root) -> list[Item]:
+    return [Item(str(p), i) for i, d in enumerate(sorted(p for p in root.iterdir() if p.is_dir()))
+            for p in sorted(d.glob("*.png"))]
+
+
+def key(visual, cfg, items, extra=None) -> str:
+    return feature_cache.feature_key(visual, build_transform(cfg, is_train=False), items,
+                                     {"precision": "fp32"} if extra is None else extra)
+
+
+# ------------------------------------------------------------------------------------------------ the key
+@pytest.fixture(scope="module")
+def reference(data_root):
+    return key(clip.load("tiny-vit").visual, setup_cfg(data_root), items_of(data_root))
+
+
+def test_identical_setups_share_the_key(data_root, reference):
+    """Separately loaded towers and separately built transforms over the same images: one key."""
+    assert key(clip.load("tiny-vit").visual, setup_cfg(data_root), items_of(data_root)) == reference
+    assert len(reference) == 32
+
+
+def _one_weight_changed():
+    visual = clip.load("tiny-vit").visual
+    with torch.no_grad():
+        visual.proj[0, 0] += 0.5  # a fine-tuned checkpoint: one value of the projection differs
+    return visual
+
+
+CHANGES = {
+    "other weights (seed)": lambda root: key(clip.load("tiny-vit", seed=1).visual, setup_cfg(root), items_of(root)),
+    "one weight changed": lambda root: key(_one_weight_changed(), setup_cfg(root), items_of(root)),
+    "bf16 weights": lambda root: key(clip.load("tiny-vit", precision="bf16").visual, setup_cfg(root),
+                                     items_of(root)),
+    "autocast precision": lambda root: key(clip.load("tiny-vit").visual, setup_cfg(root), items_of(root),
+                                           {"precision": "amp"}),
+    "INPUT.SIZE": lambda root: key(clip.load("tiny-vit").visual, setup_cfg(root, "INPUT.SIZE", "(256, 256)"),
+                                   items_of(root)),
+    "INPUT.INTERPOLATION": lambda root: key(clip.load("tiny-vit").visual,
+                                            setup_cfg(root, "INPUT.INTERPOLATION", "bilinear"), items_of(root)),
+    "INPUT.PIXEL_MEAN": lambda root: key(clip.load("tiny-vit").visual,
+                                         setup_cfg(root, "INPUT.PIXEL_MEAN", "[0.5, 0.5, 0.5]"), items_of(root)),
+    "one image fewer": lambda root: key(clip.load("tiny-vit").visual, setup_cfg(root), items_of(root)[:-1]),
+    "image order": lambda root: key(clip.load("tiny-vit").visual, setup_cfg(root), items_of(root)[::-1]),
+    "a label": lambda root: key(clip.load("tiny-vit").visual, setup_cfg(root),
+                                [Item(items_of(root)[0].impath, 1)] + items_of(root)[1:]),
+}
+
+
+@pytest.mark.parametrize("change", list(CHANGES))
+def test_key_changes_with(change, data_root, reference):
+    assert CHANGES[change](data_root) != reference
+
+
+def test_key_changes_when_an_image_file_is_rewritten(tmp_path):
+    """Same size, rewritten within the same second (the mtime moves by 1 µs): the key still changes."""
+    root = make_image_folder(tmp_path / "imgs", n_classes=2, per_class=3)
+    visual, cfg, items = clip.load("tiny-vit").visual, setup_cfg(root), items_of(root)
+    before = key(visual, cfg, items)
+    path = items[0].impath
+    st = os.stat(path)
+    data = bytearray(open(path, "rb").read())
+    data[-20] ^= 0xFF
+    with open(path, "wb") as f:
+        f.write(data)
+    os.utime(path, ns=(st.st_atime_ns, st.st_mtime_ns + 1000))
+    assert os.stat(path).st_size == st.st_size
+    assert key(visual, cfg, items) != before
+
+
+# ------------------------------------------------------------------------------------------------ the trainer
+@pytest.fixture(scope="module")
+def trainer(data_root, tmp_path_factory):
+    out = tmp_path_factory.mktemp("cache_runs")
+    argv = coop_argv(data_root, out / "run", opts=("TRAINER.COOP.PREC", "fp32", "DATALOADER.TEST.BATCH_SIZE", "2",
+                                                   "TEST.FEATURE_CACHE_DIR", str(out / "unused")))
+    torch.manual_seed(0)
+    return build_trainer(train.setup_cfg(train.parse_args(argv)))
+
+
+@contextlib.contextmanager
+def cfg_test_keys(trainer, **test_keys):
+    """Temporarily set cfg.TEST keys of a built trainer."""
+    saved = {k: trainer.cfg.TEST[k] for k in test_keys}
+
+    def assign(values):
+        trainer.cfg.defrost()
+        for k, v in values.items():
+            trainer.cfg.TEST[k] = v
+        trainer.cfg.freeze()
+
+    assign(test_keys)
+    try:
+        yield
+    finally:
+        assign(saved)
+
+
+@contextlib.contextmanager
+def image_passes(trainer):
+    """Counts images through the frozen image tower (its first conv sees every image pass)."""
+    seen = []
+    handle = trainer.model.clip.visual.conv1.register_forward_hook(lambda m, i, o: seen.append(i[0].shape[0]))
+    try:
+        yield seen
+    finally:
+        handle.remove()
+
+
+def cache_files(folder) -> list:
+    return sorted(p.name for p in folder.glob("*.pt")) if folder.exists() else []
+
+
+def test_cache_off_writes_nothing(trainer, tmp_path):
+    with cfg_test_keys(trainer, FEATURE_CACHE=False, FEATURE_CACHE_DIR=str(tmp_path)):
+        assert trainer.image_features(trainer.test_loader) is None
+        with image_passes(trainer) as seen:
+            trainer.predict(trainer.test_loader)
+    assert cache_files(tmp_path) == []
+    assert sum(seen) == len(trainer.test_loader.dataset)
+
+
+def test_cached_evaluation_equals_uncached(trainer, tmp_path):
+    n = len(trainer.test_loader.dataset)
+    with cfg_test_keys(trainer, FEATURE_CACHE=False, FEATURE_CACHE_DIR=str(tmp_path)):
+        plain = trainer.predict(trainer.test_loader)
+    with cfg_test_keys(trainer, FEATURE_CACHE=True, FEATURE_CACHE_DIR=str(tmp_path)):
+        with image_passes(trainer) as first_pass:
+            first = trainer.predict(trainer.test_loader)
+        assert cache_files(tmp_path) == [trainer.feature_cache_path(trainer.test_loader).name]
+        with image_passes(trainer) as second_pass:
+            second = trainer.predict(trainer.test_loader)
+    assert sum(first_pass) == n and second_pass == []  # the second evaluation never touches the image tower
+    for pred in (first, second):
+        for k in ("logits", "zs_logits", "labels", "text_features"):
+            np.testing.assert_array_equal(pred[k], plain[k], err_msg=k)
+
+
+def test_identical_trainers_share_the_cache(trainer, data_root, tmp_path):
+    with cfg_test_keys(trainer, FEATURE_CACHE_DIR=str(tmp_path)):
+        trainer.predict(trainer.test_loader)
+    argv = coop_argv(data_root, tmp_path / "again", opts=(
+        "TRAINER.COOP.PREC", "fp32", "DATALOADER.TEST.BATCH_SIZE", "2", "TEST.FEATURE_CACHE_DIR", str(tmp_path)))
+    other = build_trainer(train.setup_cfg(train.parse_args(argv)))
+    assert other.feature_cache_path(other.test_loader).name == trainer.feature_cache_path(trainer.test_loader).name
+    with image_passes(other) as seen:
+        other.predict(other.test_loader)
+    assert seen == [] and len(cache_files(tmp_path)) == 1
+
+
+def test_precision_and_encoder_are_in_the_trainers_key(trainer, monkeypatch):
+    path = trainer.feature_cache_path(trainer.test_loader)
+    monkeypatch.setattr(trainer, "precision", "amp")
+    assert trainer.feature_cache_path(trainer.test_loader) != path
+    monkeypatch.setattr(trainer, "precision", "fp32")
+    assert trainer.feature_cache_path(trainer.test_loader) == path
+
+    class OtherEncoding(type(trainer.model)):
+        def encode_image(self, image):
+            return PromptModel.encode_image(self, image) * 1.0
+
+    monkeypatch.setattr(trainer.model, "__class__", OtherEncoding)
+    assert trainer.feature_cache_path(trainer.test_loader) != path
+
+
+def test_prompted_image_tower_never_uses_the_cache(trainer, tmp_path, monkeypatch):
+    monkeypatch.setattr(trainer.model, "image_prompted", True, raising=False)
+    with cfg_test_keys(trainer, FEATURE_CACHE=True, FEATURE_CACHE_DIR=str(tmp_path)):
+        assert trainer.image_features(trainer.test_loader) is None
+        passes = []
+        for _ in range(2):
+            with image_passes(trainer) as seen:
+                trainer.predict(trainer.test_loader)
+            passes.append(sum(seen))
+    # every evaluation runs the tower over every image (plus the frozen pass of the zero-shot logits)
+    assert passes[0] == passes[1] >= len(trainer.test_loader.dataset)
+    assert cache_files(tmp_path) == []
+
+
+def _registered_prompt_methods():
+    import trainers  # noqa: F401  (registers every method)
+    from dassl.engine import TRAINER_REGISTRY
+    from trainers.base import PromptTrainer
+
+    return sorted(n for n in TRAINER_REGISTRY.registered_names()
+                  if issubclass(TRAINER_REGISTRY.get(n), PromptTrainer))
+
+
+@pytest.mark.parametrize("method", _registered_prompt_methods())
+def test_image_prompted_flag_matches_what_the_image_features_depend_on(method, data_root):
+    """The cache is used exactly when ``image_prompted`` is False, so the flag must say whether a method's image
+    features move with its learnable parameters (every registered method, on tiny-vit)."""
+    import io
+    from pathlib import Path
+
+    from dassl.engine import TRAINER_REGISTRY
+
+    cls = TRAINER_REGISTRY.get(method)
+    files = sorted((Path(train.__file__).parent / "configs" / "trainers" / method).glob("vit_b16*.yaml"),
+                   key=lambda p: len(p.name))
+    argv = ["--trainer", method, "--backbone", "tiny-vit", *(["--config-file", str(files[0])] if files else [])]
+    cfg = train.setup_cfg(train.parse_args(argv))
+    names = ["red thing", "green thing", "blue thing"]
+    frozen = clip.load("tiny-vit").requires_grad_(False)  # as PromptTrainer.build_model hands it over
+    torch.manual_seed(0)
+    with contextlib.redirect_stdout(io.StringIO()):
+        model = cls.model_class(cfg, names, frozen, torch.nn.functional.normalize(torch.randn(3, 64), dim=-1))
+    model.eval()
+    image = torch.randn(2, 3, 224, 224, generator=torch.Generator().manual_seed(0))
+    with torch.no_grad():
+        before = model.encode_image(image)
+        for p in model.parameters():
+            if p.requires_grad:
+                p.add_(torch.randn_like(p))
+        moved = not torch.allclose(model.encode_image(image), before)
+    assert model.image_prompted == moved
