@@ -68,6 +68,7 @@ class TextPrompts(nn.Module):
         self.register_buffer("token_suffix", emb[:, 1 + self.n_ctx:].clone(), persistent=False)
         self.register_buffer("eot_idx", ids.argmax(dim=-1), persistent=False)
         self.name_lens = [count_tokens(name) for name in self.classnames]
+        self._index_cache: dict[str, torch.Tensor] = {}
         init_vectors = emb[0, 1:1 + self.n_ctx].clone() if init else None
         self.init_vectors = init_vectors  # plain attribute: consumed once by the method's __init__
 
@@ -85,18 +86,33 @@ class TextPrompts(nn.Module):
         if ctx.dim() == 2:
             ctx = ctx.unsqueeze(0).expand(C, -1, -1)
         position = self.position if position is None else position
+        end = torch.cat([prefix, ctx, suffix], dim=1)
         if position == "end":
-            return torch.cat([prefix, ctx, suffix], dim=1)
+            return end
+        if position not in POSITIONS:
+            raise UserError(f"CLASS_TOKEN_POSITION must be one of {POSITIONS}, got {position!r}")
+        index = self._reorder_index(position).to(end.device)
+        return end.gather(1, index.unsqueeze(-1).expand(-1, -1, end.shape[-1]))
+
+    def _reorder_index(self, position: str) -> torch.Tensor:
+        """Per class, the row of the ``end`` assembly that lands at each output position (C×L), so ``middle`` and
+        ``front`` are one gather instead of a Python loop over classes (cached per position)."""
+        cached = self._index_cache.get(position)
+        if cached is not None:
+            return cached
+        M, L, half = self.n_ctx, self.ids.shape[1], self.n_ctx // 2
         rows = []
-        half = self.n_ctx // 2
-        for c in range(C):
-            n = self.name_lens[c]
-            name, rest = suffix[c:c + 1, :n], suffix[c:c + 1, n:]
+        for n in self.name_lens:
+            ctx_rows, name_rows = list(range(1, 1 + M)), list(range(1 + M, 1 + M + n))
+            rest = list(range(1 + M + n, L))
             if position == "middle":
-                rows.append(torch.cat([prefix[c:c + 1], ctx[c:c + 1, :half], name, ctx[c:c + 1, half:], rest], 1))
+                order = [0] + ctx_rows[:half] + name_rows + ctx_rows[half:] + rest
             else:  # front
-                rows.append(torch.cat([prefix[c:c + 1], name, ctx[c:c + 1], rest], dim=1))
-        return torch.cat(rows, dim=0)
+                order = [0] + name_rows + ctx_rows + rest
+            rows.append(order)
+        index = torch.tensor(rows, dtype=torch.long)
+        self._index_cache[position] = index
+        return index
 
     def assemble_batched(self, ctx: torch.Tensor) -> torch.Tensor:
         """Per-instance contexts B×M×Dt (CoCoOp) → prompts B×C×77×Dt (class token at the end)."""
