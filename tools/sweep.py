@@ -86,6 +86,7 @@ CROSS_DATASET_TARGETS = BASE2NOVEL_DATASETS[1:]
 DOMAIN_TARGETS = ("imagenetv2", "imagenet_sketch", "imagenet_a", "imagenet_r")
 SOURCE_DATASET = "imagenet"
 FEW_SHOT_KS = (1, 2, 4, 8, 16)
+GENERATED_DATASETS = {"toy"}  # datasets that generate themselves under DATA (no download, no preparation)
 DEFAULT_BACKBONE = {"toy": "toy-clip"}  # datasets whose images need a particular backbone
 
 # CALIB tokens -> variants (None = without --calib). Baseline names are checked by calibration.regularizers.
@@ -528,6 +529,10 @@ def main(argv: Sequence[str] | None = None, env: Mapping[str, str] | None = None
             for run in unit.runs:
                 print(run.command(s.python))
         return 0
+    configs = {Path(run.args[run.args.index("--dataset-config-file") + 1]).stem
+               for unit in units for run in unit.runs if "--dataset-config-file" in run.args}
+    if configs and configs <= GENERATED_DATASETS:  # the toy world draws itself into DATA on first use
+        os.makedirs(s.data, exist_ok=True)
     if not any(run.done for unit in units for run in unit.runs) and not os.path.exists(s.data):
         print(f"error: DATA={s.data} does not exist; set DATA to the datasets' root folder (the folder of class "
               "folders for imagefolder)", file=sys.stderr)
