@@ -1,5 +1,6 @@
 """Session-wide test settings: caches go to a temporary folder, never to the user's home."""
 import os
+import sys
 import tempfile
 
 import pytest
@@ -13,3 +14,11 @@ os.environ.setdefault("MPLBACKEND", "Agg")
 @pytest.fixture
 def feature_cache_dir():
     return os.environ["CALIB_PROMPT_CACHE"]
+
+
+@pytest.fixture(autouse=True)
+def keep_stdout():
+    """train.py tees stdout into a run's log.txt; give the console back after every test."""
+    saved = sys.stdout
+    yield
+    sys.stdout = saved

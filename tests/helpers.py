@@ -1,7 +1,6 @@
 """Small shared builders for the tests: generated image-folder datasets and train.py invocations."""
 from __future__ import annotations
 
-import sys
 from pathlib import Path
 
 import numpy as np
@@ -34,8 +33,3 @@ def coop_argv(root, out, *extra, trainer="CoOp", backbone="tiny-vit", opts=()):
             "--dataset-config-file", IMAGEFOLDER_CFG, "--config-file", COOP_CFG, "--output-dir", str(out),
             *extra, "DATALOADER.NUM_WORKERS", "0", "TRAIN.PRINT_FREQ", "1", *opts]
 
-
-def restore_stdout():
-    """train.py tees stdout into log.txt; give the console back between in-process runs."""
-    if hasattr(sys.stdout, "console"):
-        sys.stdout = sys.stdout.console

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import sys
 
 import numpy as np
 import pytest
@@ -46,12 +45,6 @@ class Shifted(PromptTrainer):
     cfg_defaults = {"N_CTX": 4, "W": 1.0, "PREC": "fp32"}
 # -----------------------------------------------------------------------------------------------------------------
 
-
-@pytest.fixture(autouse=True)
-def keep_stdout():
-    saved = sys.stdout
-    yield
-    sys.stdout = saved
 
 
 def test_new_method_runs_through_train_py_with_calib(tmp_path):

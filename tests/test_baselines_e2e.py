@@ -18,12 +18,6 @@ OPTS = ("DATASET.NUM_SHOTS", "2", "OPTIM.MAX_EPOCH", "1", "DATALOADER.TRAIN_X.BA
         "TRAINER.COOP.PREC", "fp32")
 
 
-@pytest.fixture(autouse=True)
-def keep_stdout():
-    saved = sys.stdout
-    yield
-    sys.stdout = saved
-
 
 @pytest.fixture(scope="module")
 def data_root(tmp_path_factory):

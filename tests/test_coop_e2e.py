@@ -13,12 +13,6 @@ import train
 from tests.helpers import coop_argv, make_image_folder
 
 
-@pytest.fixture(autouse=True)
-def keep_stdout():
-    saved = sys.stdout
-    yield
-    sys.stdout = saved
-
 
 @pytest.fixture(scope="module")
 def data_root(tmp_path_factory):

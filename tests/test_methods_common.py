@@ -6,7 +6,6 @@ these checks by registering itself and shipping a config.
 """
 from __future__ import annotations
 
-import sys
 from pathlib import Path
 
 import numpy as np
@@ -40,12 +39,6 @@ def config_for(name: str) -> str:
     preferred = [f for f in files if "ctxv1" not in f.name] or files
     return str(preferred[0])
 
-
-@pytest.fixture(autouse=True)
-def keep_stdout():
-    saved = sys.stdout
-    yield
-    sys.stdout = saved
 
 
 @pytest.fixture(scope="module")

@@ -41,12 +41,6 @@ def _tiny3(device, precision, seed):
 clip.register_backbone(TINY3, _tiny3, overwrite=True)
 
 
-@pytest.fixture(autouse=True)
-def keep_stdout():
-    saved = sys.stdout
-    yield
-    sys.stdout = saved
-
 
 @pytest.fixture(scope="module")
 def data_root(tmp_path_factory):

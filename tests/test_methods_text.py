@@ -5,7 +5,6 @@ prompt-only checkpoints) are in tests/test_methods_common.py; here: what each pa
 """
 from __future__ import annotations
 
-import sys
 
 import pytest
 import torch
@@ -22,12 +21,6 @@ CONFIGS = {"CoCoOp": "CoCoOp/vit_b16_c4_ep10_batch1_ctxv1.yaml", "KgCoOp": "KgCo
            "ProGrad": "ProGrad/vit_b16_c16_ep100_batch32.yaml", "ProDA": "ProDA/vit_b16_c16_ep100_batch4.yaml"}
 NODES = {"CoCoOp": "COCOOP", "KgCoOp": "KGCOOP", "ProGrad": "PROGRAD", "ProDA": "PRODA"}
 
-
-@pytest.fixture(autouse=True)
-def keep_stdout():
-    saved = sys.stdout
-    yield
-    sys.stdout = saved
 
 
 @pytest.fixture(scope="module")

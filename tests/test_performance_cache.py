@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import contextlib
 import os
-import sys
 from collections import namedtuple
 
 import numpy as np
@@ -26,12 +25,6 @@ from trainers.base import PromptModel
 torch.set_num_threads(1)
 Item = namedtuple("Item", "impath label")
 
-
-@pytest.fixture(autouse=True)
-def keep_stdout():
-    saved = sys.stdout
-    yield
-    sys.stdout = saved
 
 
 @pytest.fixture(scope="module")

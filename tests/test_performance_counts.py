@@ -9,7 +9,6 @@ input pipeline's switches (pinned memory with CUDA only, persistent workers, see
 from __future__ import annotations
 
 import contextlib
-import sys
 
 import pytest
 import torch
@@ -24,12 +23,6 @@ from tests.helpers import coop_argv, make_image_folder
 torch.set_num_threads(1)
 STEPS = 3
 
-
-@pytest.fixture(autouse=True)
-def keep_stdout():
-    saved = sys.stdout
-    yield
-    sys.stdout = saved
 
 
 @pytest.fixture(scope="module")

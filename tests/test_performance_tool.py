@@ -21,12 +21,6 @@ FIGURES = {"train_step_ms", "train_step_calib_ms", "calib_overhead", "eval_batch
            "timing_noise", "targets", "machine"}
 
 
-@pytest.fixture(autouse=True)
-def keep_stdout():
-    saved = sys.stdout
-    yield
-    sys.stdout = saved
-
 
 @pytest.fixture(scope="module")
 def coop(tmp_path_factory):

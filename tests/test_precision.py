@@ -31,12 +31,6 @@ RTOL = {"fp32": 1e-6, "amp": 8e-2, "bf16": 8e-2}
 ATOL = 2e-3
 
 
-@pytest.fixture(autouse=True)
-def keep_stdout():
-    saved = sys.stdout
-    yield
-    sys.stdout = saved
-
 
 @pytest.fixture(scope="module")
 def data_root(tmp_path_factory):

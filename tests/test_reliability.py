@@ -24,12 +24,6 @@ SHOTS = ("DATASET.NUM_SHOTS", "2", "USE_CUDA", "False")
 CKPT = "prompt_learner"
 
 
-@pytest.fixture(autouse=True)
-def keep_stdout():
-    saved = sys.stdout
-    yield
-    sys.stdout = saved
-
 
 def run(argv, capsys=None):
     """train.cli in-process; returns (exit code, captured stderr)."""

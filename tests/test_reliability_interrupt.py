@@ -20,12 +20,6 @@ EPOCHS = 3
 LR_LINE = re.compile(r"^epoch \[(\d+)/\d+\] batch \[(\d+)/\d+\] .* lr (\S+) eta", re.M)
 
 
-@pytest.fixture(autouse=True)
-def keep_stdout():
-    saved = sys.stdout
-    yield
-    sys.stdout = saved
-
 
 def argv(root, out):
     # 8 batches of 1 image per epoch: slow enough to be killed mid-run after the first checkpoint
