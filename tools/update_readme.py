@@ -26,7 +26,7 @@ def summary_table(output: Path, method: str, dataset: str) -> str:
 
     buf = io.StringIO()
     with contextlib.redirect_stdout(buf):
-        code = parse_results.main([str(output), "--method", method, "--dataset", dataset, "--summary"])
+        code = parse_results.main([str(output), "--method", method, "ZeroshotCLIP", "--dataset", dataset, "--summary"])
     if code != 0:
         raise SystemExit(f"parse_results found no {method} {dataset} runs under {output}")
     return buf.getvalue().rstrip()
