@@ -1,0 +1,60 @@
+"""A fake Caltech101 tree built from the real canonical split (every image a tiny JPEG at its real path) trains
+CoOp end to end through train.py with configs/datasets/caltech101.yaml, base then novel."""
+from __future__ import annotations
+
+import io
+import json
+import os
+import shutil
+from pathlib import Path
+
+import pytest
+from PIL import Image
+
+import train
+from tests.helpers import COOP_CFG, REPO
+
+SPLITS = Path(os.environ.get("CALIB_SPLITS_DIR") or REPO.parent / "shared" / "data" / "splits")
+SPLIT = SPLITS / "split_zhou_Caltech101.json"
+
+
+@pytest.fixture(scope="module")
+def caltech_root(tmp_path_factory):
+    if not SPLIT.is_file():
+        pytest.skip(f"real split files not found in {SPLITS}")
+    root = tmp_path_factory.mktemp("caltech_data")
+    folder = root / "caltech-101"
+    images = folder / "101_ObjectCategories"
+    folder.mkdir()
+    shutil.copyfile(SPLIT, folder / SPLIT.name)
+    buf = io.BytesIO()
+    Image.new("RGB", (8, 8), (120, 60, 30)).save(buf, format="JPEG")
+    data = buf.getvalue()
+    split = json.loads(SPLIT.read_text())
+    for rel, _, _ in split["train"] + split["val"] + split["test"]:
+        path = images / rel
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_bytes(data)
+    return root
+
+
+def argv(root, out, *extra, subsample):
+    return ["--root", str(root), "--seed", "1", "--trainer", "CoOp", "--backbone", "tiny-vit", "--calib",
+            "--dataset-config-file", str(REPO / "configs/datasets/caltech101.yaml"), "--config-file", COOP_CFG,
+            "--output-dir", str(out), *extra, "DATASET.NUM_SHOTS", "1", "DATASET.SUBSAMPLE_CLASSES", subsample,
+            "OPTIM.MAX_EPOCH", "1", "DATALOADER.NUM_WORKERS", "0", "DATALOADER.TEST.BATCH_SIZE", "200"]
+
+
+def test_coop_trains_on_caltech101_layout(caltech_root, tmp_path):
+    base, new = tmp_path / "base", tmp_path / "new"
+    assert train.cli(argv(caltech_root, base, subsample="base")) == 0
+    assert train.cli(argv(caltech_root, new, "--eval-only", "--model-dir", str(base), subsample="new")) == 0
+    for run, n_test in ((base, None), (new, None)):
+        res = json.loads((run / "results.json").read_text())
+        assert res["run"]["dataset"] == "Caltech101" and res["run"]["num_classes"] == 50
+        assert res["run"]["split_sha256"]
+    # base/new test halves of the canonical split: 50 classes each
+    split = json.loads(SPLIT.read_text())
+    n_base_test = sum(1 for _, label, _ in split["test"] if label < 50)
+    assert json.loads((base / "results.json").read_text())["run"]["num_test"] == n_base_test
+    assert json.loads((new / "results.json").read_text())["run"]["num_test"] == len(split["test"]) - n_base_test
