@@ -215,13 +215,11 @@ def render(cls: ToyClass, rng: np.random.Generator, size: int = IMAGE_SIZE) -> t
 
 
 # ------------------------------------------------------------------------------------------------------ captions
-#: Templates of the pre-training captions: the 7 ImageNet "select" templates (so ensembles built from them use words
-#: toy-clip has seen; "the large"/"the small" are one template whose word matches the drawing) and a few more.
-#: ``{size}``/``{bg}`` come from the Scene. CLIP's single template "a photo of a {}." is deliberately absent (only a
-#: longer caption starts with it): like web captions, ours never say exactly that, so the hand-written template is a
-#: good but imperfect prompt, and prompt tuning has something to learn.
+#: Templates of the pre-training captions: CLIP's single template, the 7 ImageNet "select" templates (so ensembles
+#: built from them use words toy-clip has seen; "the large"/"the small" are one template whose word matches the
+#: drawing) and a few more. ``{size}``/``{bg}`` come from the Scene.
 CAPTION_TEMPLATES: tuple[str, ...] = (
-    "a photo of a {} on a {bg} background.",
+    "a photo of a {}.",
     "a photo of the {size} {}.",
     "a {} on a {bg} background.",
     "a picture of a {}.",
