@@ -35,10 +35,10 @@ IMAGENET_TEMPLATES_SELECT = [
 def dataset_template(dataset_name: str) -> str:
     """The single zero-shot template of a dataset (calibration.md §5); "a photo of a {}." when not listed."""
     try:
-        from datasets.common import TEMPLATES
+        from datasets.common import get_template
     except ImportError:  # datasets package absent: fall back to the generic template
         return DEFAULT_TEMPLATE
-    return TEMPLATES.get(dataset_name, DEFAULT_TEMPLATE)
+    return get_template(dataset_name)
 
 
 def frozen_templates(dataset_name: str, kind: str = "single") -> list[str]:
