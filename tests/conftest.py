@@ -4,6 +4,7 @@ import sys
 import tempfile
 
 import pytest
+import torch
 
 _CACHE = tempfile.mkdtemp(prefix="calib-prompt-test-cache-")
 os.environ.setdefault("CALIB_PROMPT_CACHE", _CACHE)
@@ -22,3 +23,12 @@ def keep_stdout():
     saved = sys.stdout
     yield
     sys.stdout = saved
+
+
+@pytest.fixture(scope="module")
+def one_thread():
+    """Tiny models: threads only add contention on the shared CPUs."""
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(n)

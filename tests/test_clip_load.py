@@ -22,13 +22,7 @@ from dassl.utils import MissingFileError, UnknownNameError, UserError
 GOLDEN = Path(__file__).parent / "data" / "clip_golden_tiny_vit.json"
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    """Tiny models: threads only add contention on the shared CPUs."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 @pytest.fixture(autouse=True)
