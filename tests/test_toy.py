@@ -105,11 +105,12 @@ def test_generate_is_deterministic_and_marks_completion(tmp_path, small_counts):
     assert [len(split[k]) for k in ("train", "val", "test")] == [96, 48, 48]
     for rel, _, _ in split["train"][:5] + split["test"][-5:]:
         assert (tmp_path / "a/images" / rel).read_bytes() == (tmp_path / "b/images" / rel).read_bytes()
-    first = world.render(CLASSES[0], data.image_rng(data.SEED, 0, "train", 0))[0]
+    drawn = world.render(CLASSES[0], data.image_rng(data.SEED, 0, "train", 0))[0]
     from PIL import Image
 
-    assert np.array_equal(np.asarray(Image.open(tmp_path / "a/images/checkered_red_triangle/train_000.png")),
-                          np.asarray(first))
+    stored = np.asarray(Image.open(tmp_path / "a/images/checkered_red_triangle/train_000.png"))
+    assert data.SATURATION < 1 and np.array_equal(stored, np.asarray(world.fade(drawn, data.SATURATION)))
+    assert not np.array_equal(stored, np.asarray(drawn))  # the dataset's own imaging condition
     assert not list((tmp_path / "a").rglob("*.tmp*"))  # no temp files left behind
     (tmp_path / "a" / data.MARKER_FILE).write_text(json.dumps({"version": -1}))
     assert not data.is_current(tmp_path / "a")  # a tree from other code is redrawn

@@ -15,10 +15,11 @@ from toy.pretrain import PretrainConfig, bicubic_matrix, encode_text_prefix, pre
 from toy.zeroshot import clip_transform, zeroshot_accuracy
 
 CHANCE = 100.0 / 24  # each half is a 24-way problem
-# The shipped model scores 83.5 % (new) and 86.3 % (base) on the full Toy test split; 65 % (15x chance) leaves room
-# for sampling (10 images per class here) and for library drift, and still fails a model that learned only colours.
-MIN_NEW = 65.0
-MIN_BASE = 65.0
+# The shipped model scores 57.3 % (new) and 66.0 % (base) on the full Toy test split, whose faded colours
+# (toy.data.SATURATION) pre-training never saw. 45 % (over 10x chance) leaves room for sampling (10 images per
+# class here) and for library drift, and still fails a model that learned only colours or transfers nothing.
+MIN_NEW = 45.0
+MIN_BASE = 45.0
 
 
 @pytest.fixture(scope="module")

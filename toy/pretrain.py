@@ -104,7 +104,8 @@ def _lr_factor(step: int, warmup: int, total: int) -> float:
 
 @torch.no_grad()
 def evaluate(model, per_class: int, seed: int) -> dict[str, float]:
-    """Zero-shot accuracy (%) with the single template on held-out drawings of the dataset classes: each half
+    """Zero-shot accuracy (%) with the single template on held-out drawings of the dataset classes, unfaded (the
+    pre-training distribution; the Toy dataset fades its colours, see ``toy.data.SATURATION``): each half
     as its own classification problem (as base-to-novel evaluation does), and over all 48 classes."""
     model.eval()
     rng = np.random.default_rng([seed, 1])  # a stream pre-training never draws from

@@ -214,6 +214,17 @@ def render(cls: ToyClass, rng: np.random.Generator, size: int = IMAGE_SIZE) -> t
     return img, Scene("large" if frac > (lo + hi) / 2 else "small", bg_name)
 
 
+def fade(img: Image.Image, saturation: float) -> Image.Image:
+    """``img`` with its colours pulled towards their grey level (per-pixel channel mean): ``saturation`` 1 keeps
+    the image, 0 makes it grey. Pre-training never sees faded drawings, so a dataset drawn with it has a domain of
+    its own (see ``toy.data.SATURATION``)."""
+    if saturation == 1:
+        return img
+    a = np.asarray(img, dtype=np.float32)
+    grey = a.mean(axis=2, keepdims=True)
+    return Image.fromarray(np.clip(grey + saturation * (a - grey) + 0.5, 0, 255).astype(np.uint8))
+
+
 # ------------------------------------------------------------------------------------------------------ captions
 #: Templates of the pre-training captions: CLIP's single template, the 7 ImageNet "select" templates (so ensembles
 #: built from them use words toy-clip has seen; "the large"/"the small" are one template whose word matches the
