@@ -42,6 +42,16 @@ def seed_runs(output: Path, trainer: str, dataset: str, subsample: str, seed: in
     return runs
 
 
+def replace_block(path: Path, begin: str, end: str, body: str) -> None:
+    """Replace what lies between the marker lines ``begin`` and ``end`` in ``path`` with ``body``."""
+    text = path.read_text()
+    if begin not in text or end not in text:
+        raise SystemExit(f"{path} has no {begin} ... {end} block")
+    head, rest = text.split(begin, 1)
+    _, tail = rest.split(end, 1)
+    path.write_text(f"{head}{begin}\n{body}\n{end}{tail}")
+
+
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--output", default="output", help="sweep output root")
@@ -68,17 +78,8 @@ def main(argv=None) -> int:
             images.append((label, png))
 
     rel = lambda p: Path(p).resolve().relative_to(REPO).as_posix()  # noqa: E731
-    block = [BEGIN, "```", table, "```", ""]
-    for label, png in images:
-        block.append(f"![reliability diagram, {label} classes]({rel(png)})")
-    block.append(END)
-    readme = Path(args.readme)
-    text = readme.read_text()
-    if BEGIN not in text or END not in text:
-        raise SystemExit(f"{readme} has no {BEGIN} ... {END} block")
-    head, rest = text.split(BEGIN, 1)
-    _, tail = rest.split(END, 1)
-    readme.write_text(head + "\n".join(block) + tail)
+    block = ["```", table, "```", ""] + [f"![reliability diagram, {label} classes]({rel(png)})" for label, png in images]
+    replace_block(Path(args.readme), BEGIN, END, "\n".join(block))
     print(table)
     print(f"README updated; images: {', '.join(str(p) for _, p in images) or 'none'}")
     return 0

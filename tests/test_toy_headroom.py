@@ -1,0 +1,85 @@
+"""toy/headroom.py and tools/toy_headroom.py: the zero-shot vs linear-probe yardstick, and the README block writer
+it shares with tools/update_readme.py."""
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+import torch.nn.functional as F
+
+from toy import world
+from toy.headroom import fit_probe, headroom
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tools"))
+import toy_headroom  # noqa: E402
+from update_readme import replace_block  # noqa: E402
+
+
+def test_probe_without_steps_is_zero_shot():
+    init = F.normalize(torch.randn(5, 8), dim=-1)
+    assert torch.equal(fit_probe(torch.randn(10, 8), torch.arange(10) % 5, init, 20.0, steps=0), init)
+
+
+def test_probe_fixes_a_wrong_start():
+    """Two well-separated clusters whose zero-shot weights are swapped: the probe must end right on all points."""
+    torch.manual_seed(0)
+    centres = torch.eye(4)[:2]
+    feats = F.normalize(centres.repeat_interleave(20, 0) + 0.1 * torch.randn(40, 4), dim=-1)
+    targets = torch.arange(2).repeat_interleave(20)
+    init = centres.flip(0)  # zero-shot gets every point wrong
+    assert ((feats @ init.t()).argmax(1) == targets).sum() == 0
+    w = fit_probe(feats, targets, init, scale=20.0, steps=200)
+    assert ((feats @ w.t()).argmax(1) == targets).all()
+    assert torch.allclose(w.norm(dim=-1), torch.ones(2))
+
+
+@pytest.fixture(scope="module")
+def model():
+    import clip
+
+    return clip.load("toy-clip")
+
+
+def test_headroom_shape_and_fading_matters(model):
+    res = headroom(model, 1.0, shots=1, test_per_class=2, steps=0)
+    assert set(res) == {"base", "new"} and set(res["base"]) == {"zero_shot", "probe"}
+    assert res["base"]["probe"] == res["base"]["zero_shot"]  # no steps: the probe is zero-shot
+    grey = headroom(model, 0.0, shots=1, test_per_class=2, steps=0)  # no colour left: colour names can't help
+    assert grey["base"]["zero_shot"] < res["base"]["zero_shot"]
+    with pytest.raises(ValueError, match="shots"):
+        headroom(model, 1.0, shots=10_000)
+
+
+def test_fade_keeps_grey_and_removes_colour():
+    img, _ = world.render(world.CLASSES[0], np.random.default_rng(0))
+    assert world.fade(img, 1.0) is img
+    grey = torch.tensor(np.asarray(world.fade(img, 0.0))).float()
+    assert (grey.max(-1).values - grey.min(-1).values).max() <= 1  # every pixel grey, to rounding
+    half = torch.tensor(np.asarray(world.fade(img, 0.5))).float()
+    orig = torch.tensor(np.asarray(img)).float()
+    spread = lambda a: (a.max(-1).values - a.min(-1).values).mean()  # noqa: E731
+    assert spread(half) == pytest.approx(spread(orig) / 2, abs=1.0)
+
+
+def test_tool_prints_and_writes_the_block(tmp_path, capsys, monkeypatch):
+    readme = tmp_path / "README.md"
+    readme.write_text(f"intro\n{toy_headroom.BEGIN}\nold\n{toy_headroom.END}\noutro\n")
+    fake = {"base": {"zero_shot": 60.0, "probe": 80.0}, "new": {"zero_shot": 50.0, "probe": 70.25}}
+    monkeypatch.setattr("toy.headroom.headroom", lambda model, s, shots, n: fake)
+    monkeypatch.setattr("clip.load", lambda name: None)
+    assert toy_headroom.main(["--saturation", "1", "0.5", "--readme", str(readme)]) == 0
+    text = readme.read_text()
+    assert text.startswith("intro\n" + toy_headroom.BEGIN) and text.endswith(toy_headroom.END + "\noutro\n")
+    assert "old" not in text and "| 0.5 " in text and "70.2" in text and "16-shot probe" in text
+    assert "70.2" in capsys.readouterr().out
+
+
+def test_replace_block_needs_both_markers(tmp_path):
+    f = tmp_path / "x.md"
+    f.write_text("no markers")
+    with pytest.raises(SystemExit, match="no <a> ... <b> block"):
+        replace_block(f, "<a>", "<b>", "body")
+    assert f.read_text() == "no markers"
