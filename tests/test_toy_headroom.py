@@ -11,7 +11,7 @@ import torch
 import torch.nn.functional as F
 
 from toy import world
-from toy.headroom import fit_probe, headroom
+from toy.headroom import attribute_accuracy, fit_probe, headroom
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tools"))
 import toy_headroom  # noqa: E402
@@ -53,6 +53,12 @@ def test_headroom_shape_and_fading_matters(model):
         headroom(model, 1.0, shots=10_000)
 
 
+def test_attribute_accuracy_of_toy_clip(model):
+    acc = attribute_accuracy(model, per_class=1)
+    assert set(acc) == {"colour", "shape", "pattern"}
+    assert acc["colour"] > 90 and acc["shape"] > 100 / 6  # colour near perfect; shapes above chance
+
+
 def test_fade_keeps_grey_and_removes_colour():
     img, _ = world.render(world.CLASSES[0], np.random.default_rng(0))
     assert world.fade(img, 1.0) is img
@@ -69,11 +75,14 @@ def test_tool_prints_and_writes_the_block(tmp_path, capsys, monkeypatch):
     readme.write_text(f"intro\n{toy_headroom.BEGIN}\nold\n{toy_headroom.END}\noutro\n")
     fake = {"base": {"zero_shot": 60.0, "probe": 80.0}, "new": {"zero_shot": 50.0, "probe": 70.25}}
     monkeypatch.setattr("toy.headroom.headroom", lambda model, s, shots, n: fake)
+    monkeypatch.setattr("toy.headroom.attribute_accuracy", lambda model, s, n: {"colour": 99.0, "shape": 40.0 * s,
+                                                                                 "pattern": 90.0})
     monkeypatch.setattr("clip.load", lambda name: None)
     assert toy_headroom.main(["--saturation", "1", "0.5", "--readme", str(readme)]) == 0
     text = readme.read_text()
     assert text.startswith("intro\n" + toy_headroom.BEGIN) and text.endswith(toy_headroom.END + "\noutro\n")
     assert "old" not in text and "| 0.5 " in text and "70.2" in text and "16-shot probe" in text
+    assert "| shape       | 6         | 40.0" in text and "| 20.0 " in text  # attribute rows, one column per saturation
     assert "70.2" in capsys.readouterr().out
 
 

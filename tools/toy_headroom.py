@@ -1,6 +1,7 @@
 #!/usr/bin/env python
 """How much can prompt tuning gain on the toy world? Zero-shot toy-clip vs a 16-shot linear probe on its frozen
-image features, on the Toy classes drawn unfaded (the pre-training distribution) and faded (the Toy dataset).
+image features, on the Toy classes drawn unfaded (the pre-training distribution) and faded (the Toy dataset); and
+which attributes (colour, shape, pattern) toy-clip tells apart.
 
     python tools/toy_headroom.py            # print the table (about a minute on 2 CPU cores)
     python tools/toy_headroom.py --readme   # also write it into toy/README.md (the toy-headroom block)
@@ -18,7 +19,19 @@ sys.path.insert(0, str(REPO))
 
 from tabulate import tabulate  # noqa: E402
 
+from toy import world  # noqa: E402
+
 BEGIN, END = "<!-- toy-headroom:begin -->", "<!-- toy-headroom:end -->"
+
+
+def attribute_table(results: dict[float, dict], per_class: int) -> str:
+    sats = list(results)
+    rows = [[attr, len(values)] + [f"{results[s][attr]:.1f}" for s in sats]
+            for attr, values in (("colour", world.COLOURS), ("shape", world.SHAPES), ("pattern", world.PATTERNS))]
+    head = ["attribute", "choices"] + [f"zero-shot, saturation {s:g}" for s in sats]
+    return (tabulate(rows, head, tablefmt="github", disable_numparse=True) +
+            f"\n\nTop-1 % over {per_class} drawings of each of the {len(world.WORLD)} world classes, each classified "
+            "among the classes that differ from it in that attribute only.")
 
 
 def table(results: dict[float, dict], shots: int, test_per_class: int) -> str:
@@ -34,13 +47,15 @@ def table(results: dict[float, dict], shots: int, test_per_class: int) -> str:
 def main(argv=None) -> int:
     import clip
     from toy import data
-    from toy.headroom import headroom
+    from toy.headroom import attribute_accuracy, headroom
 
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--saturation", type=float, nargs="+", default=[1.0, data.SATURATION],
                     help="colour saturations to compare (default: unfaded and the Toy dataset's)")
     ap.add_argument("--shots", type=int, default=16)
     ap.add_argument("--test-per-class", type=int, default=data.COUNTS["test"])
+    ap.add_argument("--attribute-images", type=int, default=5, help="drawings per world class for the attribute "
+                    "table (0: skip it)")
     ap.add_argument("--backbone", default="toy-clip", help="a clip.load name or weights file")
     ap.add_argument("--readme", nargs="?", const=str(REPO / "toy" / "README.md"), default=None,
                     help="write the table into this file's toy-headroom block (default file: toy/README.md)")
@@ -48,6 +63,9 @@ def main(argv=None) -> int:
     model = clip.load(args.backbone)
     results = {s: headroom(model, s, args.shots, args.test_per_class) for s in args.saturation}
     text = table(results, args.shots, args.test_per_class)
+    if args.attribute_images:
+        attrs = {s: attribute_accuracy(model, s, args.attribute_images) for s in args.saturation}
+        text += "\n\n" + attribute_table(attrs, args.attribute_images)
     print(text)
     if args.readme:
         from tools.update_readme import replace_block
