@@ -1,8 +1,9 @@
 """The on-disk cache of frozen test-image features (trainers/feature_cache.py, PromptTrainer.image_features).
 
 Its key changes with everything that changes the features (tower weights, precision, transform, image list, an
-image file rewritten) and with nothing else; TEST.FEATURE_CACHE False writes nothing; a prompted image tower never
-uses it; an evaluation from cached features gives exactly the logits of an uncached one.
+image file rewritten) and with nothing else; TEST.FEATURE_CACHE False writes nothing; a prompted image tower caches
+only frozen CLIP's features (for the zero-shot logits); an evaluation from cached features gives exactly the logits
+of an uncached one.
 """
 from __future__ import annotations
 
@@ -13,6 +14,7 @@ from collections import namedtuple
 import numpy as np
 import pytest
 import torch
+import torch.nn.functional as F
 
 import clip
 import train
@@ -201,54 +203,62 @@ def test_precision_and_encoder_are_in_the_trainers_key(trainer, monkeypatch):
     assert trainer.feature_cache_path(trainer.test_loader) != path
 
 
-def test_prompted_image_tower_never_uses_the_cache(trainer, tmp_path, monkeypatch):
+def test_prompted_image_tower_caches_only_the_frozen_features(trainer, tmp_path, monkeypatch):
+    """A prompted tower's own features depend on learnable parameters: never cached, one pass per evaluation. The
+    zero-shot logits need frozen CLIP's features: computed once, cached, and identical to an uncached pass."""
     monkeypatch.setattr(trainer.model, "image_prompted", True, raising=False)
+    n = len(trainer.test_loader.dataset)
+    with cfg_test_keys(trainer, FEATURE_CACHE=False, FEATURE_CACHE_DIR=str(tmp_path)):
+        with image_passes(trainer) as uncached:
+            plain = trainer.predict(trainer.test_loader)
+    assert sum(uncached) == 2 * n and cache_files(tmp_path) == []  # the method's pass + the frozen pass
     with cfg_test_keys(trainer, FEATURE_CACHE=True, FEATURE_CACHE_DIR=str(tmp_path)):
         assert trainer.image_features(trainer.test_loader) is None
-        passes = []
+        passes, preds = [], []
         for _ in range(2):
             with image_passes(trainer) as seen:
-                trainer.predict(trainer.test_loader)
+                preds.append(trainer.predict(trainer.test_loader))
             passes.append(sum(seen))
-    # every evaluation runs the tower over every image (plus the frozen pass of the zero-shot logits)
-    assert passes[0] == passes[1] >= len(trainer.test_loader.dataset)
-    assert cache_files(tmp_path) == []
+    assert passes == [2 * n, n]  # the second evaluation reuses the frozen features
+    assert cache_files(tmp_path) == [trainer.feature_cache_path(trainer.test_loader, frozen=True).name]
+    assert trainer.feature_cache_path(trainer.test_loader, frozen=True) != trainer.feature_cache_path(
+        trainer.test_loader)
+    for pred in preds:
+        for k in ("logits", "zs_logits", "labels"):
+            np.testing.assert_array_equal(pred[k], plain[k], err_msg=k)
 
 
-def _registered_prompt_methods():
-    import trainers  # noqa: F401  (registers every method)
-    from dassl.engine import TRAINER_REGISTRY
-    from trainers.base import PromptTrainer
+def test_frozen_features_misaligned_with_labels_fall_back_to_a_frozen_pass(trainer, tmp_path, monkeypatch):
+    monkeypatch.setattr(trainer.model, "image_prompted", True, raising=False)
+    with cfg_test_keys(trainer, FEATURE_CACHE=True, FEATURE_CACHE_DIR=str(tmp_path)):
+        plain = trainer.predict(trainer.test_loader)
+        feats, labels = trainer.image_features(trainer.test_loader, frozen=True)
+        monkeypatch.setattr(trainer, "image_features",
+                            lambda loader, frozen=False: (feats * 0, labels.flip(0)) if frozen else None)
+        with image_passes(trainer) as seen:
+            again = trainer.predict(trainer.test_loader)
+    assert sum(seen) > len(labels)  # some batches took a frozen pass instead of the misaligned features
+    np.testing.assert_array_equal(again["zs_logits"], plain["zs_logits"])
 
-    return sorted(n for n in TRAINER_REGISTRY.registered_names()
-                  if issubclass(TRAINER_REGISTRY.get(n), PromptTrainer))
 
+def test_image_prompted_method_zero_shot_logits_from_the_cache(data_root, tmp_path):
+    """IVLP (prompts in both towers): zero-shot logits saved with the predictions are frozen CLIP's, with and
+    without the cache, and the cached second evaluation runs the image tower once per image."""
+    from tests.test_methods_deep import build_trainer as build_deep
 
-@pytest.mark.parametrize("method", _registered_prompt_methods())
-def test_image_prompted_flag_matches_what_the_image_features_depend_on(method, data_root):
-    """The cache is used exactly when ``image_prompted`` is False, so the flag must say whether a method's image
-    features move with its learnable parameters (every registered method, on tiny-vit)."""
-    import io
-    from pathlib import Path
-
-    from dassl.engine import TRAINER_REGISTRY
-
-    cls = TRAINER_REGISTRY.get(method)
-    files = sorted((Path(train.__file__).parent / "configs" / "trainers" / method).glob("vit_b16*.yaml"),
-                   key=lambda p: len(p.name))
-    argv = ["--trainer", method, "--backbone", "tiny-vit", *(["--config-file", str(files[0])] if files else [])]
-    cfg = train.setup_cfg(train.parse_args(argv))
-    names = ["red thing", "green thing", "blue thing"]
-    frozen = clip.load("tiny-vit").requires_grad_(False)  # as PromptTrainer.build_model hands it over
-    torch.manual_seed(0)
-    with contextlib.redirect_stdout(io.StringIO()):
-        model = cls.model_class(cfg, names, frozen, torch.nn.functional.normalize(torch.randn(3, 64), dim=-1))
-    model.eval()
-    image = torch.randn(2, 3, 224, 224, generator=torch.Generator().manual_seed(0))
+    ivlp = build_deep("IVLP", data_root, tmp_path / "run", "TEST.FEATURE_CACHE_DIR", str(tmp_path / "cache"))
+    assert ivlp.model.image_prompted
+    loader = ivlp.test_loader
+    with cfg_test_keys(ivlp, FEATURE_CACHE=False):
+        plain = ivlp.predict(loader)
+    images = torch.cat([ivlp.parse_batch_test(b)[0] for b in loader])
     with torch.no_grad():
-        before = model.encode_image(image)
-        for p in model.parameters():
-            if p.requires_grad:
-                p.add_(torch.randn_like(p))
-        moved = not torch.allclose(model.encode_image(image), before)
-    assert model.image_prompted == moved
+        frozen = F.normalize(ivlp.model.clip.encode_image(images).float(), dim=-1)
+    expected = (ivlp.model.logit_scale * frozen @ ivlp.zs_text_features.t()).numpy()
+    np.testing.assert_allclose(plain["zs_logits"], expected, rtol=1e-5, atol=1e-5)
+    ivlp.predict(loader)
+    with image_passes(ivlp) as seen:
+        cached = ivlp.predict(loader)
+    assert sum(seen) == len(loader.dataset)
+    np.testing.assert_array_equal(cached["zs_logits"], plain["zs_logits"])
+    np.testing.assert_array_equal(cached["logits"], plain["logits"])

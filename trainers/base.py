@@ -217,16 +217,24 @@ class PromptTrainer(TrainerX):
         """The method's loss as named terms: CE plus the method's own (already weighted) terms."""
         return {"ce": F.cross_entropy(out.logits.float(), label), **out.losses}
 
-    def zero_shot_logits(self, image: torch.Tensor, out: PromptOutput) -> torch.Tensor:
-        """Frozen-CLIP logits of the batch (no_grad): reuses the image features when the image tower is frozen."""
+    def zero_shot_logits(self, image: torch.Tensor | None, out: PromptOutput,
+                         frozen_features: torch.Tensor | None = None) -> torch.Tensor:
+        """Frozen-CLIP logits of the batch (no_grad): from ``frozen_features`` (normalised) when given, else
+        reusing the image features when the image tower is frozen, else by a frozen pass over ``image``."""
         with torch.no_grad():
-            if out.zs_image_features is not None:
+            if frozen_features is not None:
+                f = frozen_features.to(self.device).float()
+            elif out.zs_image_features is not None:
                 f = out.zs_image_features.detach().float()
             elif not self.model.image_prompted and out.image_features is not None:
                 f = out.image_features.detach().float()
             else:
-                f = F.normalize(self.model.clip.encode_image(image.to(self.model.dtype)).float(), dim=-1)
+                f = self.frozen_encode_image(image)
             return self.model.logit_scale * f @ self.zs_text_features.t()
+
+    def frozen_encode_image(self, image: torch.Tensor) -> torch.Tensor:
+        """Normalised image features of frozen CLIP (no prompts), whatever the method does to the image tower."""
+        return F.normalize(self.model.clip.encode_image(image.to(self.model.dtype)).float(), dim=-1)
 
     def compute_loss(self, image, label) -> tuple[torch.Tensor, dict[str, torch.Tensor], PromptOutput]:
         with self.autocast():
@@ -270,12 +278,13 @@ class PromptTrainer(TrainerX):
             self.optim.step()
 
     # ------------------------------------------------------------------ evaluation
-    def feature_cache_path(self, loader):
-        """Where the frozen image features of ``loader``'s images are cached: the key hashes the tower weights,
-        the precision, the image-encoding code, the transform and the image list (trainers/feature_cache.py)."""
+    def feature_cache_path(self, loader, frozen: bool = False):
+        """Where the image features of ``loader``'s images are cached: the key hashes the tower weights, the
+        precision, the image-encoding code, the transform and the image list (trainers/feature_cache.py).
+        ``frozen``: the features of frozen CLIP (:meth:`frozen_encode_image`) rather than the method's own."""
         from . import feature_cache
 
-        encode = type(self.model).encode_image
+        encode = PromptTrainer.frozen_encode_image if frozen else type(self.model).encode_image
         dataset = loader.dataset
         key = feature_cache.feature_key(self.model.clip.visual, dataset.transform, dataset.data_source,
                                         {"precision": self.precision,
@@ -283,29 +292,36 @@ class PromptTrainer(TrainerX):
         return feature_cache.cache_dir(self.cfg) / f"{key}.pt"
 
     @torch.no_grad()
-    def image_features(self, loader) -> tuple[torch.Tensor, torch.Tensor] | None:
-        """Frozen image features and labels of a loader's images, from the on-disk cache when possible.
+    def image_features(self, loader, frozen: bool = False) -> tuple[torch.Tensor, torch.Tensor] | None:
+        """Image features and labels of a loader's images, from the on-disk cache when possible.
 
-        None when the image tower is prompted (features depend on learnable parameters) or the cache is off.
+        The method's own features (default) are cached only when its image tower is frozen; None when it is
+        prompted (they depend on learnable parameters) or the cache is off. ``frozen``: frozen CLIP's features,
+        which an image-prompted method needs for the zero-shot logits; cached whenever the cache is on.
         """
-        if self.model.image_prompted or not self.cfg.TEST.FEATURE_CACHE:
+        if not self.cfg.TEST.FEATURE_CACHE or (self.model.image_prompted and not frozen):
             return None
+        if frozen and not self.model.image_prompted:
+            frozen = False  # the method's own features are frozen CLIP's: one cache entry, not two
         from . import feature_cache
 
-        path = self.feature_cache_path(loader)
+        path = self.feature_cache_path(loader, frozen)
         hit = feature_cache.load(path)
         if hit is not None:
-            print(f"Using cached image features ({len(hit[1])} images) from {path}")
+            print(f"Using cached {'frozen ' if frozen else ''}image features ({len(hit[1])} images) from {path}")
             return hit
         feats, labels = [], []
         from tqdm import tqdm
 
+        # the frozen pass runs as zero_shot_logits' own does (outside autocast), so cached == uncached
+        encode, context = ((self.frozen_encode_image, contextlib.nullcontext) if frozen
+                           else (self.model.encode_image, self.autocast))
         for batch in tqdm(loader, desc="image features", leave=False, disable=not self.cfg.VERBOSE):
             if batch is None:
                 continue
             image, label = self.parse_batch_test(batch)
-            with self.autocast():
-                feats.append(self.model.encode_image(image).float().cpu())
+            with context():
+                feats.append(encode(image).float().cpu())
             labels.append(label.cpu())
         result = torch.cat(feats), torch.cat(labels)
         if self.dm.num_skipped_images == 0:  # never cache a partial set
@@ -324,11 +340,20 @@ class PromptTrainer(TrainerX):
             prepared = None if getattr(model, "text_per_image", False) else model.prepare()
         logits, labels, zs, texts = [], [], [], []
 
+        # an image-prompted method's zero-shot logits need frozen CLIP's features: cached, not a second pass
+        frozen = self.image_features(loader, frozen=True) if with_zero_shot and model.image_prompted else None
+        done = 0
+
         def consume(out, label, image=None):
+            nonlocal done
             logits.append(out.logits.float().cpu())
             labels.append(label.cpu())
             if with_zero_shot:
-                zs.append(self.zero_shot_logits(image, out).cpu())
+                f = None
+                if frozen is not None and torch.equal(frozen[1][done:done + len(label)], label.cpu()):
+                    f = frozen[0][done:done + len(label)]  # aligned (a label mismatch falls back to a frozen pass)
+                zs.append(self.zero_shot_logits(image, out, f).cpu())
+            done += len(label)
             if out.text_features is not None and out.text_features.dim() == 3:
                 texts.append(out.text_features.float().mean(0, keepdim=True).cpu())
 

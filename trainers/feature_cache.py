@@ -2,8 +2,10 @@
 
 For methods whose image tower is frozen (ZS-CLIP, CoOp, CoCoOp, KgCoOp, ProGrad, ProDA) the test images' features
 are a pure function of the image tower's weights, its precision, the test transform and the images. They are
-computed once and reused by the novel evaluation, by the other seeds and by the other variants of a sweep. The key
-hashes everything that changes them; ``TEST.FEATURE_CACHE False`` turns the cache off.
+computed once and reused by the novel evaluation, by the other seeds and by the other variants of a sweep. Methods
+that prompt the image tower (IVLP, VPT, MaPLe, PromptSRC) cache frozen CLIP's features instead, which their
+zero-shot logits need. The key hashes everything that changes them; ``TEST.FEATURE_CACHE False`` turns the cache
+off.
 """
 from __future__ import annotations
 
