@@ -262,3 +262,42 @@ def test_image_prompted_method_zero_shot_logits_from_the_cache(data_root, tmp_pa
     assert sum(seen) == len(loader.dataset)
     np.testing.assert_array_equal(cached["zs_logits"], plain["zs_logits"])
     np.testing.assert_array_equal(cached["logits"], plain["logits"])
+
+
+def _registered_prompt_methods():
+    import trainers  # noqa: F401  (registers every method)
+    from dassl.engine import TRAINER_REGISTRY
+    from trainers.base import PromptTrainer
+
+    return sorted(n for n in TRAINER_REGISTRY.registered_names()
+                  if issubclass(TRAINER_REGISTRY.get(n), PromptTrainer))
+
+
+@pytest.mark.parametrize("method", _registered_prompt_methods())
+def test_image_prompted_flag_matches_what_the_image_features_depend_on(method, data_root):
+    """The cache is used exactly when ``image_prompted`` is False, so the flag must say whether a method's image
+    features move with its learnable parameters (every registered method, on tiny-vit)."""
+    import io
+    from pathlib import Path
+
+    from dassl.engine import TRAINER_REGISTRY
+
+    cls = TRAINER_REGISTRY.get(method)
+    files = sorted((Path(train.__file__).parent / "configs" / "trainers" / method).glob("vit_b16*.yaml"),
+                   key=lambda p: len(p.name))
+    argv = ["--trainer", method, "--backbone", "tiny-vit", *(["--config-file", str(files[0])] if files else [])]
+    cfg = train.setup_cfg(train.parse_args(argv))
+    names = ["red thing", "green thing", "blue thing"]
+    frozen = clip.load("tiny-vit").requires_grad_(False)  # as PromptTrainer.build_model hands it over
+    torch.manual_seed(0)
+    with contextlib.redirect_stdout(io.StringIO()):
+        model = cls.model_class(cfg, names, frozen, torch.nn.functional.normalize(torch.randn(3, 64), dim=-1))
+    model.eval()
+    image = torch.randn(2, 3, 224, 224, generator=torch.Generator().manual_seed(0))
+    with torch.no_grad():
+        before = model.encode_image(image)
+        for p in model.parameters():
+            if p.requires_grad:
+                p.add_(torch.randn_like(p))
+        moved = not torch.allclose(model.encode_image(image), before)
+    assert model.image_prompted == moved
