@@ -416,3 +416,24 @@ def test_loader_order_and_worker_seeds_follow_the_run_seed(workers):
     assert other[0] != first[0]
     if workers:  # worker RNGs (torch and numpy) come from the loader's seeded generator
         assert other[1] != first[1] and other[2] != first[2]
+
+
+def test_log_shows_the_result_block_only_after_the_run_record(data_root, trained, tmp_path, monkeypatch):
+    """Log parsers take "* accuracy:" as "finished": a run killed while writing its record must not print it."""
+    from trainers.base import PromptTrainer
+
+    evaluate = ("--eval-only", "--model-dir", trained, "--load-epoch", 2)
+
+    def killed(self, *args, **kwargs):
+        raise KeyboardInterrupt  # what a kill between the metrics and the record looks like to the trainer
+
+    monkeypatch.setattr(PromptTrainer, "write_record", killed)
+    rc, _ = run(argv(data_root, tmp_path / "killed", *evaluate))
+    log = (tmp_path / "killed" / "log.txt").read_text()
+    assert rc != 0 and "Evaluate on the *test* set" in log and "* accuracy:" not in log
+    assert not (tmp_path / "killed" / "results.json").exists()
+
+    monkeypatch.undo()
+    rc, _ = run(argv(data_root, tmp_path / "done", *evaluate))
+    log = (tmp_path / "done" / "log.txt").read_text()
+    assert rc == 0 and log.index("Run record written") < log.index("* accuracy:")

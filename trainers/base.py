@@ -9,6 +9,7 @@ parameters only, and the run record.
 from __future__ import annotations
 
 import contextlib
+import io
 import os
 import os.path as osp
 import time
@@ -402,13 +403,18 @@ class PromptTrainer(TrainerX):
         pred = self.predict(loader)
         self.evaluator.reset()
         self.evaluator.process(torch.from_numpy(pred["logits"]), torch.from_numpy(pred["labels"]))
-        results = self.evaluator.evaluate()
+        # The printed block ("* accuracy: ...") is what log parsers take as "this run finished", so on the test
+        # split it is printed only once the run record is on disk: a run killed in between is seen as unfinished.
+        block = io.StringIO()
+        with contextlib.redirect_stdout(block):
+            results = self.evaluator.evaluate()
         for k, v in results.items():
             if isinstance(v, (int, float)):
                 self.write_scalar(f"{split}/{k}", v, self.epoch)
         self.dm.report_skipped()
         if split == "test":
             self.write_record(results, pred, eval_seconds=time.time() - t0)
+        print(block.getvalue(), end="")
         return list(results.values())[0]
 
     def write_record(self, results, pred, eval_seconds: float) -> None:
