@@ -20,7 +20,7 @@ import torch
 import torch.nn.functional as F
 
 from . import data, world
-from .zeroshot import TEMPLATE, clip_transform, text_features
+from .zeroshot import TEMPLATE, clip_transform, image_features, text_features
 
 _ATTRIBUTE_STREAM = 3  # image streams: 0, 1 pre-training, 2 the dataset (toy.data)
 
@@ -35,9 +35,7 @@ def _features(model, classes: Sequence[world.ToyClass], labels: Sequence[int], s
             img = world.render(cls, data.image_rng(seed, label, split, i))[0]
             images.append(tf(world.fade(img, saturation)))
             targets.append(k)
-    x = torch.stack(images)
-    feats = torch.cat([model.encode_image(x[i:i + 256]) for i in range(0, len(x), 256)])
-    return F.normalize(feats.float(), dim=-1), torch.tensor(targets)
+    return image_features(model, torch.stack(images)), torch.tensor(targets)
 
 
 def fit_probe(feats: torch.Tensor, targets: torch.Tensor, init: torch.Tensor, scale: float, steps: int = 200,
@@ -90,7 +88,7 @@ def attribute_accuracy(model, saturation: float = 1.0, per_class: int = 5,
     for k, cls in enumerate(world.WORLD):
         rng = np.random.default_rng([seed, _ATTRIBUTE_STREAM, k])
         x = torch.stack([tf(world.fade(world.render(cls, rng)[0], saturation)) for _ in range(per_class)])
-        feats = F.normalize(model.encode_image(x).float(), dim=-1)
+        feats = image_features(model, x)
         for attr, options in values.items():
             rivals = [index[replace(cls, **{attr: v})] for v in options]
             pred = (feats @ text[rivals].t()).argmax(1)

@@ -37,11 +37,18 @@ def text_features(model, classnames: Sequence[str], template: str = TEMPLATE) ->
 
 
 @torch.no_grad()
+def image_features(model, images: torch.Tensor, batch_size: int = 256) -> torch.Tensor:
+    """Normalised float32 features B×E of transformed ``images``, encoded ``batch_size`` at a time."""
+    dtype, device = model.visual.conv1.weight.dtype, model.logit_scale.device
+    feats = [model.encode_image(images[i:i + batch_size].to(device, dtype)).float()
+             for i in range(0, len(images), batch_size)]
+    return F.normalize(torch.cat(feats), dim=-1)
+
+
+@torch.no_grad()
 def zeroshot_logits(model, images: torch.Tensor, text_feats: torch.Tensor) -> torch.Tensor:
     """Scaled logits B×C of transformed ``images`` against normalised ``text_feats``."""
-    dtype = model.visual.conv1.weight.dtype
-    feats = F.normalize(model.encode_image(images.to(text_feats.device, dtype)).float(), dim=-1)
-    return model.logit_scale.exp().float() * feats @ text_feats.t()
+    return model.logit_scale.exp().float() * image_features(model, images) @ text_feats.t()
 
 
 def _path_label(sample: Sample, root: str | None) -> tuple[str, int]:
