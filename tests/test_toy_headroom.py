@@ -92,3 +92,10 @@ def test_replace_block_needs_both_markers(tmp_path):
     with pytest.raises(SystemExit, match="no <a> ... <b> block"):
         replace_block(f, "<a>", "<b>", "body")
     assert f.read_text() == "no markers"
+
+
+def test_tool_rejects_more_images_than_the_dataset_has(capsys):
+    with pytest.raises(SystemExit) as exit_:
+        toy_headroom.main(["--shots", "31"])
+    assert exit_.value.code == 2
+    assert "--shots must be 1..30 and --test-per-class 1..20" in capsys.readouterr().err

@@ -60,6 +60,9 @@ def main(argv=None) -> int:
     ap.add_argument("--readme", nargs="?", const=str(REPO / "toy" / "README.md"), default=None,
                     help="write the table into this file's toy-headroom block (default file: toy/README.md)")
     args = ap.parse_args(argv)
+    if not 1 <= args.shots <= data.COUNTS["train"] or not 1 <= args.test_per_class <= data.COUNTS["test"]:
+        ap.error(f"--shots must be 1..{data.COUNTS['train']} and --test-per-class 1..{data.COUNTS['test']} "
+                 "(the Toy dataset's images per class)")
     model = clip.load(args.backbone)
     results = {s: headroom(model, s, args.shots, args.test_per_class) for s in args.saturation}
     text = table(results, args.shots, args.test_per_class)
