@@ -11,7 +11,8 @@ from open_clip.model import CLIP
 
 import clip
 from toy import backbone, data, world
-from toy.pretrain import PretrainConfig, bicubic_matrix, encode_text_prefix, pretrain, to_model_input
+from toy.pretrain import (CompactTokenEmbedding, PretrainConfig, _param_groups, caption_vocabulary, draw_pool,
+                          encode_text_prefix, normalise, pretrain)
 from toy.zeroshot import clip_transform, zeroshot_accuracy
 
 CHANCE = 100.0 / 24  # each half is a 24-way problem
@@ -83,13 +84,47 @@ def test_prefix_text_pass_equals_the_full_pass(model):
         assert torch.allclose(encode_text_prefix(model, ids), model.encode_text(ids), atol=1e-5)
 
 
-def test_batched_resize_matches_the_test_transform():
+def test_pool_images_are_what_the_test_transform_feeds():
+    """The pool stores drawings after the transform's PIL resize; normalising a batch of them reproduces the
+    pipeline's test transform of the same drawings (pre-training sees the pixels prompt tuning sees)."""
+    pool, _ = draw_pool(1, np.random.default_rng(3), progress=False)
+    rng = np.random.default_rng(3)
+    ref = torch.stack([clip_transform()(world.render(c, rng)[0]) for c in world.WORLD[:5]])
+    assert pool.dtype == torch.uint8 and pool.shape == (len(world.WORLD), 3, 224, 224)
+    assert torch.allclose(normalise(pool[:5]), ref, atol=1e-5)
+
+
+def test_caption_vocabulary_covers_every_caption():
+    vocab = set(caption_vocabulary().tolist())
     rng = np.random.default_rng(0)
-    images = [world.render(c, rng)[0] for c in world.CLASSES[:6]]
-    ref = torch.stack([clip_transform()(im) for im in images])
-    fast = to_model_input(torch.from_numpy(np.stack([np.asarray(im) for im in images])),
-                          bicubic_matrix(world.IMAGE_SIZE, 224))
-    assert torch.allclose(fast, ref, atol=1.01 / 255 / 0.26)  # at most one grey level of PIL's rounding
+    captions = [world.caption(world.WORLD[rng.integers(len(world.WORLD))], world.Scene(size, bg), rng)
+                for size in ("small", "large") for bg in ("light", "gray", "dark") for _ in range(200)]
+    assert set(clip.tokenize(captions).unique().tolist()) <= vocab
+    assert len(vocab) < 60  # the point: a few dozen rows instead of 49,408
+
+
+def test_compact_token_embedding_is_the_same_optimisation():
+    """AdamW on the caption rows alone moves the embedding exactly as AdamW on the full table (rows without a
+    gradient and without weight decay never move), and a token outside the vocabulary is an error, not a zero."""
+    ids = clip.tokenize(["a photo of a red circle.", "itap of the striped blue star.", "a plain green cross."])
+    trained = []
+    for compact in (False, True):
+        model = backbone.build_architecture(0)
+        full = model.token_embedding
+        if compact:
+            model.token_embedding = CompactTokenEmbedding(full, caption_vocabulary())
+        opt = torch.optim.AdamW(_param_groups(model, 0.1), lr=1e-2)
+        for _ in range(3):
+            opt.zero_grad()
+            encode_text_prefix(model, ids).pow(2).sum().backward()
+            opt.step()
+        if compact:
+            model.token_embedding.write_back(full)
+        trained.append(full.weight.detach())
+    assert torch.allclose(trained[0], trained[1], atol=1e-6)
+    assert not torch.equal(trained[0], backbone.build_architecture(0).token_embedding.weight)
+    with pytest.raises(RuntimeError, match="caption_vocabulary"):
+        CompactTokenEmbedding(full, caption_vocabulary())(clip.tokenize(["a photo of a zebra."]))
 
 
 def test_checkpoint_round_trip(tmp_path):
@@ -117,3 +152,27 @@ def test_missing_or_foreign_checkpoint_is_a_user_error(tmp_path):
     torch.save({"weights": 1}, tmp_path / "other.pt")
     with pytest.raises(UserError, match="not a toy-clip/1 checkpoint"):
         backbone.read_checkpoint(tmp_path / "other.pt")
+
+
+def test_pretraining_is_deterministic_and_restores_the_thread_count():
+    cfg = PretrainConfig(steps=2, batch_size=8, warmup=1, per_class=1, eval_per_class=1)
+    threads = torch.get_num_threads()
+    first, second = (pretrain(cfg, progress=False)[1] for _ in range(2))
+    assert torch.get_num_threads() == threads
+    assert torch.equal(first["token_ids"], second["token_ids"])
+    assert torch.equal(first["token_rows"], second["token_rows"])
+    for name, tensor in first["state_dict"].items():
+        assert torch.equal(tensor, second["state_dict"][name]), name
+
+
+def test_pretrain_tool_shows_and_writes_the_record(tmp_path, capsys):
+    from tools import pretrain_toy_clip
+
+    readme = tmp_path / "README.md"
+    readme.write_text(f"intro\n{pretrain_toy_clip.BEGIN}\nstale\n{pretrain_toy_clip.END}\nrest\n")
+    assert pretrain_toy_clip.main(["--show", "--readme", str(readme)]) == 0
+    meta = backbone.read_checkpoint()["meta"]
+    body = readme.read_text()
+    assert "stale" not in body and body.startswith("intro\n") and body.endswith("rest\n")
+    assert f"{meta['train_seconds']:,.0f} s" in body and f"{meta['zero_shot_accuracy']['new']:.1f}" in body
+    assert "toy/assets/toy_clip.pt" in capsys.readouterr().out

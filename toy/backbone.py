@@ -69,7 +69,7 @@ def read_checkpoint(path: str | os.PathLike = CHECKPOINT) -> dict[str, Any]:
     """The checkpoint dict; a UserError naming the file and the command that makes it when absent or foreign."""
     path = Path(path)
     if not path.is_file():
-        raise UserError(f"The toy-clip weights {path} do not exist. Pre-train them (a few minutes on a CPU): "
+        raise UserError(f"The toy-clip weights {path} do not exist. Pre-train them (about ten minutes on 2 CPU cores): "
                         f"{PRETRAIN_COMMAND}")
     ckpt = torch.load(path, map_location="cpu", weights_only=True)
     if not isinstance(ckpt, dict) or ckpt.get("format") != FORMAT:

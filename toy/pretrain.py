@@ -1,14 +1,15 @@
 """Contrastive pre-training of toy-clip on drawings of the whole toy world.
 
-First a pool of ``per_class`` drawings of each of the 192 world classes is drawn (96-pixel uint8, kept in memory).
-Each step takes one pool image of each of ``batch_size`` distinct world classes (so a batch has no false
+First a pool of ``per_class`` drawings of each of the 192 world classes is drawn and put through the pipeline's
+test-transform resize (PIL bicubic, 96 -> 224) once, kept in memory as uint8 (about 1.4 GB for the default 48 per
+class). Each step takes one pool image of each of ``batch_size`` distinct world classes (so a batch has no false
 negatives), flips it horizontally half the time, captions it with a fresh random template, and minimises CLIP's
-symmetric InfoNCE loss. Images reach the model through the exact linear form of the pipeline's test transform
-(PIL bicubic resize to 224, CLIP normalisation) applied as two matrix products to the whole batch, which is what
-makes pre-training fit in minutes on a CPU. AdamW with linear warm-up and
-cosine decay; no weight decay on embeddings, gains, biases and the temperature (the token rows of words the captions
-never use therefore stay exactly at their seeded init, which is what lets the checkpoint omit them). The
-temperature is clamped at 100 as in CLIP. Deterministic for a given seed, thread count and library versions.
+symmetric InfoNCE loss. AdamW with linear warm-up and cosine decay; no weight decay on embeddings, gains, biases and
+the temperature, so the token rows of words the captions never use stay exactly at their seeded init: that lets the
+loop train only the caption vocabulary's rows (``CompactTokenEmbedding``, the same optimisation without a dense
+49,408-row update per step) and the checkpoint omit the rest. The text pass stops at the longest caption
+(``encode_text_prefix``, exact under the causal mask). The temperature is clamped at 100 as in CLIP. Deterministic
+for a given seed, thread count (``threads``, default 2, fixes it whatever the machine), library versions and CPU.
 """
 from __future__ import annotations
 
@@ -19,14 +20,15 @@ from dataclasses import asdict, dataclass
 import numpy as np
 import torch
 import torch.nn.functional as F
-from PIL import Image
 from tqdm import tqdm
 
 import clip
 
 from . import world
-from .backbone import build_architecture, checkpoint_dict, from_checkpoint
-from .zeroshot import CLIP_MEAN, CLIP_STD, TEMPLATE, clip_transform, text_features, zeroshot_logits
+from .backbone import VISION, build_architecture, checkpoint_dict, from_checkpoint
+from .zeroshot import CLIP_MEAN, CLIP_STD, TEMPLATE, clip_geometry, clip_transform, text_features, zeroshot_logits
+
+INPUT_SIZE = VISION["image_size"]
 
 
 @dataclass
@@ -37,44 +39,66 @@ class PretrainConfig:
     warmup: int = 100
     weight_decay: float = 0.1
     seed: int = 0
-    threads: int = 1  # bits depend on it; 1 also runs best on a CPU other jobs share
+    threads: int = 2  # the bits depend on it
     per_class: int = 48  # pool drawings per world class
     eval_per_class: int = 10  # held-out images per dataset class for the final zero-shot check
 
 
-def bicubic_matrix(src: int, dst: int) -> torch.Tensor:
-    """dst×src matrix of PIL's bicubic resize along one axis (PIL resizes separably), read off by resizing the
-    unit vectors as float images: ``M @ X @ M.T`` is PIL's resize of the src×src image X, before rounding."""
-    m = np.zeros((dst, src), dtype=np.float32)
-    for j in range(src):
-        unit = np.zeros((1, src), dtype=np.float32)
-        unit[0, j] = 1.0
-        m[:, j] = np.asarray(Image.fromarray(unit, mode="F").resize((dst, 1), Image.BICUBIC))[0]
-    return torch.from_numpy(m)
-
-
-def to_model_input(images: torch.Tensor, resize: torch.Tensor) -> torch.Tensor:
-    """uint8 B×H×W×3 square images -> the test transform's normalised B×3×224×224 (PIL's two bicubic passes with
-    their uint8 clipping, to within one grey level of rounding)."""
-    x = images.permute(0, 3, 1, 2).float()
-    x = (x @ resize.t()).clamp_(0, 255).round_()  # PIL: horizontal pass first, stored as uint8
-    x = (x.transpose(2, 3) @ resize.t()).clamp_(0, 255).round_().transpose(2, 3) / 255.0  # one GEMM, not 288
-    mean = torch.tensor(CLIP_MEAN).view(1, 3, 1, 1)
-    std = torch.tensor(CLIP_STD).view(1, 3, 1, 1)
-    return (x - mean) / std
-
-
 def draw_pool(per_class: int, rng: np.random.Generator, progress: bool) -> tuple[torch.Tensor, list]:
-    """``per_class`` drawings of every world class: uint8 tensor [192·per_class, 96, 96, 3] (class-major) and
-    their Scenes."""
-    images = np.empty((len(world.WORLD) * per_class, world.IMAGE_SIZE, world.IMAGE_SIZE, 3), dtype=np.uint8)
+    """``per_class`` drawings of every world class, already through the test transform's PIL resize to 224 (done
+    once here, not at every step): uint8 tensor [192·per_class, 3, 224, 224] (class-major) and their Scenes."""
+    geometry = clip_geometry(INPUT_SIZE)
+    images = np.empty((len(world.WORLD) * per_class, 3, INPUT_SIZE, INPUT_SIZE), dtype=np.uint8)
     scenes = []
     jobs = [cls for cls in world.WORLD for _ in range(per_class)]
     for k, cls in enumerate(tqdm(jobs, desc="drawing the pre-training pool", disable=not progress, unit="img")):
         img, scene = world.render(cls, rng)
-        images[k] = np.asarray(img)
+        images[k] = np.asarray(geometry(img)).transpose(2, 0, 1)
         scenes.append(scene)
     return torch.from_numpy(images), scenes
+
+
+def normalise(images: torch.Tensor) -> torch.Tensor:
+    """uint8 B×3×H×W (already resized) -> the test transform's normalised float tensor (ToTensor, Normalize)."""
+    std = torch.tensor(CLIP_STD).view(1, 3, 1, 1)
+    return images.float().mul_(1 / (255.0 * std)).sub_(torch.tensor(CLIP_MEAN).view(1, 3, 1, 1) / std)
+
+
+def caption_vocabulary() -> torch.Tensor:
+    """Sorted token ids of every word a pre-training caption can contain (CLIP's BPE encodes word by word, so
+    one caption per template and scene holding all attribute words covers every caption ``world.caption``
+    writes; ``CompactTokenEmbedding`` fails loudly should one ever escape it)."""
+    words = " ".join(["plain", *world.PATTERNS[1:], *world.COLOURS, *world.SHAPES])
+    texts = [t.replace("{size}", size).replace("{bg}", bg).format(words) for t in world.CAPTION_TEMPLATES
+             for size in ("small", "large") for bg in ("light", "gray", "dark")]
+    return clip.tokenize(texts).unique()
+
+
+class CompactTokenEmbedding(torch.nn.Module):
+    """Stands in for the 49,408-row token embedding during pre-training with only the rows of ``vocab``.
+
+    Rows outside the captions' vocabulary never receive a gradient and carry no weight decay, so AdamW never moves
+    them: training the ``vocab`` rows alone is the same optimisation, without a dense 6.3M-entry gradient and
+    optimiser update at every step. ``write_back`` puts the trained rows into the full table."""
+
+    def __init__(self, full: torch.nn.Embedding, vocab: torch.Tensor):
+        super().__init__()
+        self.vocab = vocab
+        self.weight = torch.nn.Parameter(full.weight.detach()[vocab].clone())
+        remap = torch.full((full.num_embeddings,), -1, dtype=torch.long)
+        remap[vocab] = torch.arange(len(vocab))
+        self.register_buffer("remap", remap)
+
+    def forward(self, ids: torch.Tensor) -> torch.Tensor:
+        rows = self.remap[ids]
+        if (rows < 0).any():
+            missing = sorted(set(ids[rows < 0].tolist()))
+            raise RuntimeError(f"caption tokens {missing} are missing from caption_vocabulary(); add their words")
+        return F.embedding(rows, self.weight)
+
+    @torch.no_grad()
+    def write_back(self, full: torch.nn.Embedding) -> None:
+        full.weight[self.vocab] = self.weight
 
 
 def encode_text_prefix(model, ids: torch.Tensor) -> torch.Tensor:
@@ -123,35 +147,30 @@ def evaluate(model, per_class: int, seed: int) -> dict[str, float]:
     return out
 
 
-def pretrain(cfg: PretrainConfig, progress: bool = True) -> tuple[torch.nn.Module, dict]:
-    """Pre-train toy-clip; returns the fp32 model (eval mode) and the checkpoint dict to save."""
-    if cfg.batch_size > len(world.WORLD):
-        raise ValueError(f"batch_size {cfg.batch_size} exceeds the {len(world.WORLD)} world classes")
-    threads = torch.get_num_threads()
-    torch.set_num_threads(cfg.threads)
+def _train(model, cfg: PretrainConfig, progress: bool) -> set[int]:
+    """The contrastive loop; returns the token ids the captions used. Trains ``model`` in place, with the compact
+    token embedding standing in for the full one until the end."""
+    full_embedding = model.token_embedding
+    model.token_embedding = CompactTokenEmbedding(full_embedding, caption_vocabulary())
+    opt = torch.optim.AdamW(_param_groups(model.train(), cfg.weight_decay), lr=cfg.lr, betas=(0.9, 0.98), eps=1e-6,
+                            fused=True)
+    sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: _lr_factor(s, cfg.warmup, cfg.steps))
+    rng = np.random.default_rng([cfg.seed, 0])
+    pool, scenes = draw_pool(cfg.per_class, rng, progress)
+    used: set[int] = set()
+    order: list[int] = []
     try:
-        start = time.time()
-        model = build_architecture(cfg.seed).train()
-        opt = torch.optim.AdamW(_param_groups(model, cfg.weight_decay), lr=cfg.lr, betas=(0.9, 0.98), eps=1e-6)
-        sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: _lr_factor(s, cfg.warmup, cfg.steps))
-        rng = np.random.default_rng([cfg.seed, 0])
-        pool, scenes = draw_pool(cfg.per_class, rng, progress)
-        resize = bicubic_matrix(world.IMAGE_SIZE, 224)
-        used: set[int] = set()
-        order: list[int] = []
-        bar = tqdm(range(cfg.steps), desc="pre-training toy-clip", disable=not progress, unit="step")
-        for _ in bar:
+        for _ in (bar := tqdm(range(cfg.steps), desc="pre-training toy-clip", disable=not progress, unit="step")):
             if len(order) < cfg.batch_size:
                 order += rng.permutation(len(world.WORLD)).tolist()
             picked, order = order[:cfg.batch_size], order[cfg.batch_size:]
             rows = [c * cfg.per_class + int(rng.integers(cfg.per_class)) for c in picked]
             batch = pool[rows]
             flip = torch.from_numpy(rng.uniform(size=len(rows)) < 0.5)
-            batch[flip] = batch[flip].flip(2)
-            images = to_model_input(batch, resize)
+            batch[flip] = batch[flip].flip(3)
             ids = clip.tokenize([world.caption(world.WORLD[c], scenes[r], rng) for c, r in zip(picked, rows)])
             used.update(ids.unique().tolist())
-            img = F.normalize(model.encode_image(images), dim=-1)
+            img = F.normalize(model.encode_image(normalise(batch)), dim=-1)
             txt = F.normalize(encode_text_prefix(model, ids), dim=-1)
             logits = model.logit_scale.exp() * img @ txt.t()
             target = torch.arange(len(picked))
@@ -163,8 +182,25 @@ def pretrain(cfg: PretrainConfig, progress: bool = True) -> tuple[torch.nn.Modul
             with torch.no_grad():
                 model.logit_scale.clamp_(0, math.log(100))
             bar.set_postfix(loss=f"{loss.item():.3f}", scale=f"{model.logit_scale.exp().item():.1f}")
+    finally:
+        model.token_embedding.write_back(full_embedding)
+        model.token_embedding = full_embedding
+    used.discard(0)  # padding: never reaches an EOT feature, so its row never changes
+    return used
+
+
+def pretrain(cfg: PretrainConfig, progress: bool = True) -> tuple[torch.nn.Module, dict]:
+    """Pre-train toy-clip; returns the fp32 model (eval mode) and the checkpoint dict to save. Leaves torch's
+    thread count as it found it."""
+    if cfg.batch_size > len(world.WORLD):
+        raise ValueError(f"batch_size {cfg.batch_size} exceeds the {len(world.WORLD)} world classes")
+    threads = torch.get_num_threads()
+    torch.set_num_threads(cfg.threads)
+    try:
+        start = time.time()
+        model = build_architecture(cfg.seed)
+        used = _train(model, cfg, progress)
         train_seconds = time.time() - start
-        used.discard(0)  # padding: never reaches an EOT feature, so its row never changes
         ckpt = checkpoint_dict(model.eval(), torch.tensor(sorted(used)), cfg.seed, {})
         acc = evaluate(from_checkpoint(ckpt), cfg.eval_per_class, cfg.seed)  # the shipped (fp16) form
     finally:

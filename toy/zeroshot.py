@@ -22,10 +22,14 @@ CLIP_STD = (0.26862954, 0.26130258, 0.27577711)
 Sample = Union[tuple[str, int], object]  # (impath, label) or anything with .impath and .label (Datum, Item)
 
 
+def clip_geometry(size: int = 224) -> T.Compose:
+    """PIL image -> PIL image size×size: the resize and crop of the test transform of the prompt configs."""
+    return T.Compose([T.Resize(size, interpolation=T.InterpolationMode.BICUBIC), T.CenterCrop(size)])
+
+
 def clip_transform(size: int = 224) -> T.Compose:
     """PIL image -> normalised tensor 3×size×size, as the test transform of the prompt configs."""
-    return T.Compose([T.Resize(size, interpolation=T.InterpolationMode.BICUBIC), T.CenterCrop(size),
-                      T.ToTensor(), T.Normalize(CLIP_MEAN, CLIP_STD)])
+    return T.Compose([*clip_geometry(size).transforms, T.ToTensor(), T.Normalize(CLIP_MEAN, CLIP_STD)])
 
 
 @torch.no_grad()
