@@ -58,6 +58,9 @@ def test_run_records_complete(base_runs, variant):
         assert run_info["shots"] == 4 and run_info["seed"] == 1 and run_info["backbone"] == "tiny-vit"
         assert run_info["calib"] == ("tcpt" if variant == "calib" else None)
         assert {"git_commit", "versions", "precision"} <= set(run_info)
+        assert len(run_info["backbone_weights"]) == 16  # one tiny-vit: the same weights in every run
+        assert run_info["backbone_weights"] == json.loads((base_runs["plain"][0] / "results.json").read_text())[
+            "run"]["backbone_weights"]
         log = (d / "log.txt").read_text()
         assert "* accuracy:" in log and "* ece:" in log
         assert (d / "config.yaml").exists()

@@ -15,13 +15,13 @@ from tools import parse_results as pr
 
 def write(root: Path, rel: str, trainer="CoOp", dataset="Caltech101", subsample="base", seed=1, acc=50.0, ece=5.0,
           calib=None, shots=16, backbone="ViT-B/16", config="vit_b16_ep50", max_epoch=50, model_dir=None,
-          calib_params=None, **metrics) -> Path:
+          calib_params=None, backbone_weights=None, **metrics) -> Path:
     """A run folder holding only results.json (the folder name carries no information on purpose)."""
     d = root / rel
     d.mkdir(parents=True)
     run = {"trainer": trainer, "dataset": dataset, "subsample": subsample, "shots": shots, "seed": seed,
            "calib": calib, "calib_params": calib_params, "backbone": backbone, "config": config,
-           "max_epoch": max_epoch, "model_dir": model_dir}
+           "max_epoch": max_epoch, "model_dir": model_dir, "backbone_weights": backbone_weights}
     (d / "results.json").write_text(json.dumps({"metrics": {"accuracy": acc, "ece": ece, **metrics},
                                                 "split": "test", "run": run}))
     return d
@@ -125,6 +125,19 @@ def test_duplicate_seed_is_reported(tmp_path, capsys):
     rc, out, err = run(capsys, tmp_path)
     assert "duplicate run" in err and str(tmp_path / "b" / "results.json") in err
     assert "70.00" in out and "80.00" not in out
+
+
+def test_runs_of_different_weights_in_one_table_are_reported(tmp_path, capsys):
+    for seed in (1, 2):
+        write(tmp_path, f"old{seed}", seed=seed, backbone="toy-clip", backbone_weights="aaaa")
+    write(tmp_path, "new3", seed=3, backbone="toy-clip", backbone_weights="bbbb")
+    write(tmp_path, "other", seed=1, backbone="ViT-B/16", backbone_weights="cccc")  # another table: fine
+    rc, out, err = run(capsys, tmp_path)
+    assert rc == 0 and "2 different weights" in err and str(tmp_path / "new3") in err
+    assert str(tmp_path / "old1") not in err and "cccc" not in err
+    write(tmp_path, "legacy", seed=4, backbone="toy-clip")  # records without the field are not counted
+    _, _, err = run(capsys, tmp_path)
+    assert "2 different weights" in err
 
 
 def test_unreadable_files_are_reported_not_dropped(tmp_path, capsys):

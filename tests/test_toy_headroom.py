@@ -15,7 +15,7 @@ from toy.headroom import attribute_accuracy, fit_probe, headroom
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tools"))
 import toy_headroom  # noqa: E402
-from update_readme import replace_block  # noqa: E402
+from update_readme import replace_block, runs_time  # noqa: E402
 
 
 def test_probe_without_steps_is_zero_shot():
@@ -99,3 +99,18 @@ def test_tool_rejects_more_images_than_the_dataset_has(capsys):
         toy_headroom.main(["--shots", "31"])
     assert exit_.value.code == 2
     assert "--shots must be 1..30 and --test-per-class 1..20" in capsys.readouterr().err
+
+
+def test_runs_time_sums_the_records_timings(tmp_path):
+    import json
+
+    def record(folder, trainer, dataset, timings):
+        (tmp_path / folder).mkdir(parents=True)
+        run = {"trainer": trainer, "dataset": dataset, "timings": timings}
+        (tmp_path / folder / "results.json").write_text(json.dumps({"run": run}))
+
+    record("a", "CoOp", "Toy", {"train_seconds": 100.0, "eval_seconds": 2.0})
+    record("b", "ZeroshotCLIP", "Toy", {"train_seconds": None, "eval_seconds": 1.0})
+    record("c", "CoOp", "Caltech101", {"train_seconds": 50.0, "eval_seconds": 1.0})
+    record("d", "KgCoOp", "Toy", {"train_seconds": 70.0, "eval_seconds": 1.0})
+    assert runs_time(tmp_path, ["CoOp", "ZeroshotCLIP"], "Toy") == (2, 103.0)

@@ -83,6 +83,7 @@ class Record:
     calib_params: str          # canonical JSON of run.calib_params ("" when none)
     posthoc: str | None        # post-hoc method of a results_<m>.json, else None
     model_dir: str | None
+    weights: str | None = None  # run.backbone_weights: a fingerprint of the frozen CLIP's weights
 
     @property
     def zero_shot(self) -> bool:
@@ -111,7 +112,7 @@ def _record(path: Path, data: dict, run: dict, posthoc: str | None) -> Record:
                   shots=run.get("shots"), backbone=str(run.get("backbone") or "?"),
                   config=str(run.get("config") or "?"), max_epoch=run.get("max_epoch"), calib=calib,
                   calib_params=json.dumps(params, sort_keys=True) if params else "", posthoc=posthoc,
-                  model_dir=run.get("model_dir") or None)
+                  model_dir=run.get("model_dir") or None, weights=run.get("backbone_weights") or None)
 
 
 def load_records(root: str | Path) -> tuple[list[Record], list[str]]:
@@ -286,6 +287,8 @@ def build_groups(records: Sequence[Record], notes: list[str]) -> list[Group]:
     for r in records:
         if not r.zero_shot:
             _add(groups[(r.kind, r.shots, r.backbone)], r, source_of(r), notes)
+    for g in groups.values():
+        _note_mixed_weights(g, notes)
     for g in groups.values():  # label rows whose calib params differ within one variant
         for b in g.blocks.values():
             by_variant = defaultdict(list)
@@ -297,6 +300,22 @@ def build_groups(records: Sequence[Record], notes: list[str]) -> list[Group]:
                         row.label += f" ({_params_label(row.key[1], [o.key[1] for o in rows if o is not row])})"
     return sorted(groups.values(), key=lambda g: (g.kind != B2N, str(g.backbone), g.shots is None,
                                                   g.shots if isinstance(g.shots, int) else 0))
+
+
+def _note_mixed_weights(g: Group, notes: list[str]) -> None:
+    """A table whose runs share a backbone name but not its weights (a re-trained toy-clip, a replaced weights
+    file) compares different models: say so, naming the runs of the less common weights."""
+    records = [r for b in g.blocks.values() for row in b.rows.values() for cell in row.records.values()
+               for r in cell.values() if r.weights]
+    by_weights: dict[str, list[Record]] = defaultdict(list)
+    for r in records:
+        by_weights[r.weights].append(r)
+    if len(by_weights) > 1:
+        common = max(by_weights, key=lambda w: len(by_weights[w]))
+        others = sorted(str(r.run_dir) for w, rs in by_weights.items() if w != common for r in rs)
+        notes.append(f"the {g.backbone} runs of one table come from {len(by_weights)} different weights "
+                     f"(run.backbone_weights); {len(others)} differ from the other {len(by_weights[common])}: "
+                     f"{', '.join(others[:3])}{' ...' if len(others) > 3 else ''} (move stale runs away and rerun)")
 
 
 def _add(g: Group, r: Record, source: str, notes: list[str]) -> None:

@@ -35,9 +35,10 @@ def record_table(ckpt: dict, path: str | os.PathLike) -> str:
     row = [cfg["steps"], cfg["batch_size"], cfg["threads"], meta["torch"],
            f"{meta['train_seconds']:,.0f} s ({meta['train_seconds'] / 60:.1f} min)",
            f"{acc['base']:.1f} / {acc['new']:.1f} / {acc['all']:.1f}",
+           f"{ckpt['state_dict']['logit_scale'].float().exp().item():.1f}",
            f"{os.path.getsize(path) / 2 ** 20:.1f} MiB, {len(ckpt['token_ids'])} token rows"]
     head = ["steps", "batch", "threads", "torch", "pre-training (wall clock)",
-            "held-out zero-shot % base / new / all 48", "file"]
+            "held-out zero-shot % base / new / all 48", "logit scale", "file"]
     shown = Path(path).resolve()
     shown = shown.relative_to(REPO) if shown.is_relative_to(REPO) else shown
     return (tabulate([row], head, tablefmt="github") +

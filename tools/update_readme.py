@@ -15,6 +15,7 @@ import io
 import json
 import sys
 from pathlib import Path
+from typing import Sequence
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
@@ -40,6 +41,18 @@ def seed_runs(output: Path, trainer: str, dataset: str, subsample: str, seed: in
         if (run["trainer"], run["dataset"], run["subsample"], run["seed"]) == (trainer, dataset, subsample, seed):
             runs[run["calib"] or "ce"] = path.parent
     return runs
+
+
+def runs_time(output: Path, trainers: Sequence[str], dataset: str) -> tuple[int, float]:
+    """How many runs of ``trainers`` on ``dataset`` lie under ``output``, and their training plus evaluation
+    seconds in all (the ``timings`` of their run records; process start-up and data loading not included)."""
+    count, seconds = 0, 0.0
+    for path in sorted(output.rglob("results.json")):
+        run = json.loads(path.read_text())["run"]
+        if run["trainer"] in trainers and run["dataset"] == dataset:
+            count += 1
+            seconds += sum(t or 0.0 for t in run.get("timings", {}).values())
+    return count, seconds
 
 
 def replace_block(path: Path, begin: str, end: str, body: str) -> None:
@@ -78,9 +91,13 @@ def main(argv=None) -> int:
             images.append((label, png))
 
     rel = lambda p: Path(p).resolve().relative_to(REPO).as_posix()  # noqa: E731
-    block = ["```", table, "```", ""] + [f"![reliability diagram, {label} classes]({rel(png)})" for label, png in images]
+    count, seconds = runs_time(output, [args.method, "ZeroshotCLIP"], args.dataset)
+    timing = (f"The {count} runs behind this table took {seconds / 60:.1f} min of training and evaluation in all "
+              "(their run records' `timings`).")
+    block = ["```", table, "```", "", timing, ""] + [f"![reliability diagram, {label} classes]({rel(png)})" for label, png in images]
     replace_block(Path(args.readme), BEGIN, END, "\n".join(block))
     print(table)
+    print(timing)
     print(f"README updated; images: {', '.join(str(p) for _, p in images) or 'none'}")
     return 0
 

@@ -431,6 +431,13 @@ class PromptTrainer(TrainerX):
             eval_seconds)})
         print(f"Run record written to {self.output_dir}")
 
+    def backbone_fingerprint(self) -> str:
+        """A short hash of frozen CLIP's weights (both towers; sampled, so cheap even for ViT-L): two run records
+        with one backbone name but different weights (a re-trained toy-clip, a replaced weights file) tell apart."""
+        from .feature_cache import tower_fingerprint
+
+        return tower_fingerprint(self.model.clip)[:16]
+
     def run_info(self, eval_seconds: float) -> dict[str, Any]:
         cfg = self.cfg
         calib = cfg.TRAINER.CALIB.NAME or None
@@ -443,6 +450,7 @@ class PromptTrainer(TrainerX):
             "calib": calib,
             "calib_params": dict(cfg.TRAINER.CALIB) if calib else None,
             "backbone": cfg.MODEL.BACKBONE.NAME,
+            "backbone_weights": self.backbone_fingerprint(),
             "precision": self.precision,
             "config": getattr(cfg, "CONFIG_NAME", "") or None,
             "max_epoch": cfg.OPTIM.MAX_EPOCH,
