@@ -98,7 +98,7 @@ def test_caption_vocabulary_covers_every_caption():
     vocab = set(caption_vocabulary().tolist())
     rng = np.random.default_rng(0)
     captions = [world.caption(world.WORLD[rng.integers(len(world.WORLD))], world.Scene(size, bg), rng)
-                for size in ("small", "large") for bg in ("light", "gray", "dark") for _ in range(200)]
+                for size in world.SIZES for bg in world.BACKGROUNDS for _ in range(200)]
     assert set(clip.tokenize(captions).unique().tolist()) <= vocab
     assert len(vocab) < 60  # the point: a few dozen rows instead of 49,408
 

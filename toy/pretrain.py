@@ -70,7 +70,7 @@ def caption_vocabulary() -> torch.Tensor:
     writes; ``CompactTokenEmbedding`` fails loudly should one ever escape it)."""
     words = " ".join(["plain", *world.PATTERNS[1:], *world.COLOURS, *world.SHAPES])
     texts = [t.replace("{size}", size).replace("{bg}", bg).format(words) for t in world.CAPTION_TEMPLATES
-             for size in ("small", "large") for bg in ("light", "gray", "dark")]
+             for size in world.SIZES for bg in world.BACKGROUNDS]
     return clip.tokenize(texts).unique()
 
 

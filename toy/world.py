@@ -82,12 +82,17 @@ def classnames() -> list[str]:
 
 
 # ----------------------------------------------------------------------------------------------------- rendering
+#: The words a caption may use for the object's size and the background's brightness.
+SIZES: tuple[str, ...] = ("small", "large")
+BACKGROUNDS: tuple[str, ...] = ("light", "gray", "dark")
+
+
 @dataclass(frozen=True)
 class Scene:
     """What a caption may say about a drawn image beyond its class."""
 
-    size: str        # "small" or "large" (object radius below / above the middle of its range)
-    background: str  # "light", "gray" or "dark"
+    size: str        # one of SIZES (object radius below / above the middle of its range)
+    background: str  # one of BACKGROUNDS
 
 
 def _hsv_to_rgb(h: float, s: float, v: float) -> np.ndarray:
@@ -115,7 +120,8 @@ def _background(rng: np.random.Generator, n: int) -> tuple[np.ndarray, str]:
         coarse = tone + rng.normal(0, 25, size=(6, 6, 3))
         img = Image.fromarray(np.clip(coarse, 0, 255).astype(np.uint8)).resize((n, n), Image.BICUBIC)
         bg = np.asarray(img, dtype=np.float64)
-    name = "light" if value > 0.65 else "dark" if value < 0.4 else "gray"
+    light, gray, dark = BACKGROUNDS
+    name = light if value > 0.65 else dark if value < 0.4 else gray
     return bg.astype(np.float32), name
 
 
@@ -211,7 +217,8 @@ def render(cls: ToyClass, rng: np.random.Generator, size: int = IMAGE_SIZE) -> t
     _paint(canvas, cls, cx, cy, r, rng)
     canvas += rng.standard_normal(canvas.shape, dtype=np.float32) * rng.uniform(0, 6)
     img = Image.fromarray(np.clip(canvas + 0.5, 0, 255).astype(np.uint8))
-    return img, Scene("large" if frac > (lo + hi) / 2 else "small", bg_name)
+    small, large = SIZES
+    return img, Scene(large if frac > (lo + hi) / 2 else small, bg_name)
 
 
 def fade(img: Image.Image, saturation: float) -> Image.Image:
