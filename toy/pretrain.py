@@ -152,8 +152,10 @@ def _train(model, cfg: PretrainConfig, progress: bool) -> set[int]:
     token embedding standing in for the full one until the end."""
     full_embedding = model.token_embedding
     model.token_embedding = CompactTokenEmbedding(full_embedding, caption_vocabulary())
+    # torch >= 2.4 has a fused CPU AdamW (the shipped weights used it); older releases take the default kernel
+    fused = tuple(int(v) for v in torch.__version__.split("+")[0].split(".")[:2]) >= (2, 4) or None
     opt = torch.optim.AdamW(_param_groups(model.train(), cfg.weight_decay), lr=cfg.lr, betas=(0.9, 0.98), eps=1e-6,
-                            fused=True)
+                            fused=fused)
     sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: _lr_factor(s, cfg.warmup, cfg.steps))
     rng = np.random.default_rng([cfg.seed, 0])
     pool, scenes = draw_pool(cfg.per_class, rng, progress)
