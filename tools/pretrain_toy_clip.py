@@ -66,6 +66,10 @@ def main(argv: list[str] | None = None) -> int:
         _, ckpt = pretrain(cfg, progress=not args.quiet)
         save_checkpoint(ckpt, args.out)
         print(f"wrote {args.out}")
+        if Path(args.out).resolve() == CHECKPOINT.resolve():
+            print("note: this is the --backbone toy-clip checkpoint now. Finished toy-clip runs stay on disk and sweeps "
+                  "skip them, so move old runs away before rerunning; tools/parse_results.py notes tables that mix "
+                  "runs of different weights (run.backbone_weights). Feature caches are keyed by the weights.")
     text = record_table(ckpt, args.out)
     print(text)
     if args.readme:
