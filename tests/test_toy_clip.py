@@ -176,3 +176,16 @@ def test_pretrain_tool_shows_and_writes_the_record(tmp_path, capsys):
     assert "stale" not in body and body.startswith("intro\n") and body.endswith("rest\n")
     assert f"{meta['train_seconds']:,.0f} s" in body and f"{meta['zero_shot_accuracy']['new']:.1f}" in body
     assert "toy/assets/toy_clip.pt" in capsys.readouterr().out
+
+
+@pytest.mark.parametrize("argv, message", [
+    (["--batch-size", "193"], "--batch-size must be at most 192"),
+    (["--threads", "0"], "--threads must be at least 1"),
+    (["--per-class", "0"], "--per-class must be at least 1"),
+])
+def test_pretrain_tool_rejects_impossible_settings_in_one_line(argv, message, capsys):
+    from tools import pretrain_toy_clip
+
+    with pytest.raises(SystemExit) as exit_info:
+        pretrain_toy_clip.main(argv + ["--out", "unused.pt"])
+    assert exit_info.value.code == 2 and message in capsys.readouterr().err

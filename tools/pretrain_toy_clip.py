@@ -21,6 +21,7 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
 from toy.backbone import CHECKPOINT, read_checkpoint, save_checkpoint  # noqa: E402
+from toy import world  # noqa: E402
 from toy.pretrain import PretrainConfig, pretrain  # noqa: E402
 
 BEGIN, END = "<!-- toy-pretrain:begin -->", "<!-- toy-pretrain:end -->"
@@ -59,6 +60,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--readme", nargs="?", const=str(REPO / "toy" / "README.md"), default=None,
                         help="write the record into this file's toy-pretrain block (default file: toy/README.md)")
     args = parser.parse_args(argv)
+    for name in ("steps", "batch_size", "threads", "per_class", "eval_per_class"):
+        if getattr(args, name) < 1:
+            parser.error(f"--{name.replace('_', '-')} must be at least 1")
+    if args.batch_size > len(world.WORLD):
+        parser.error(f"--batch-size must be at most {len(world.WORLD)}: a batch holds distinct world classes")
     if args.show:
         ckpt = read_checkpoint(args.out)
     else:
