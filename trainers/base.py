@@ -470,7 +470,7 @@ class PromptTrainer(TrainerX):
         record.write_predictions(self.output_dir, arrays)
         metrics = {k: v for k, v in results.items() if isinstance(v, (int, float))}
         record.write_results(self.output_dir, {"metrics": metrics, "split": "test", "run": self.run_info(
-            eval_seconds)})
+            eval_seconds, num_test=len(pred["labels"]))})
         print(f"Run record written to {self.output_dir}")
 
     def backbone_fingerprint(self) -> str:
@@ -480,14 +480,17 @@ class PromptTrainer(TrainerX):
 
         return tower_fingerprint(self.model.clip)[:16]
 
-    def run_info(self, eval_seconds: float) -> dict[str, Any]:
+    def run_info(self, eval_seconds: float, num_test: int | None = None) -> dict[str, Any]:
+        """The record's ``run``; ``num_test``: the test images scored (docs/architecture.md §4.1)."""
         cfg = self.cfg
+        skipped = self.dm.skipped_by_split()
         calib = cfg.TRAINER.CALIB.NAME or None
         info = {
             "trainer": cfg.TRAINER.NAME,
             "dataset": cfg.DATASET.NAME,
             "subsample": cfg.DATASET.SUBSAMPLE_CLASSES,
-            "shots": cfg.DATASET.NUM_SHOTS,
+            "shots": getattr(self.dm.dataset, "shots_used", cfg.DATASET.NUM_SHOTS),
+            "shots_requested": cfg.DATASET.NUM_SHOTS,
             "seed": cfg.SEED,
             "calib": calib,
             "calib_params": dict(cfg.TRAINER.CALIB) if calib else None,
@@ -499,7 +502,9 @@ class PromptTrainer(TrainerX):
             "model_dir": getattr(self, "_loaded_from", None),
             "load_epoch": getattr(self, "_loaded_epoch", None),
             "num_classes": len(self.dm.dataset.classnames),
-            "num_test": len(self.dm.dataset.test),
+            "num_test": len(self.dm.dataset.test) - len(skipped.get("test", [])) if num_test is None else num_test,
+            "num_skipped": len(skipped.get("test", [])),
+            "skipped": skipped,
             "split_sha256": getattr(self.dm.dataset, "split_sha256", None),
             "git_commit": record.git_commit(),
             "versions": record.versions(),
