@@ -73,10 +73,10 @@ def _file_sha256(path: str) -> str:
 
 
 def _source_file(obj) -> str | None:
-    obj = inspect.unwrap(obj) if callable(obj) else obj
+    """The file defining a function, method, class or module; for any other object, its class's file."""
+    obj = getattr(obj, "__func__", obj)  # a bound method: its function
+    obj = inspect.unwrap(obj) if inspect.isfunction(obj) else obj
     target = obj if inspect.isclass(obj) or inspect.isfunction(obj) or inspect.ismodule(obj) else type(obj)
-    if inspect.ismethod(target):
-        target = target.__func__
     try:
         return inspect.getsourcefile(target) or inspect.getfile(target)
     except TypeError:  # a built-in: its code is the library's, covered by library_versions()
