@@ -177,6 +177,10 @@ def print_args(args, cfg) -> None:
 
 def main(args) -> None:
     cfg = setup_cfg(args)
+    from dassl.engine import TRAINER_REGISTRY, check_max_epoch
+
+    if not (args.eval_only or args.no_train) and getattr(TRAINER_REGISTRY.get(cfg.TRAINER.NAME), "trainable", True):
+        check_max_epoch(cfg.OPTIM.MAX_EPOCH)  # before anything is written
     if cfg.SEED >= 0:
         print(f"Setting fixed seed: {cfg.SEED}")
         set_random_seed(cfg.SEED)

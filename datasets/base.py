@@ -126,6 +126,7 @@ class BenchmarkDataset(DatasetBase):
             return test, [], test
         train, val, test = source.train, source.val, source.test
         shots = int(cfg.DATASET.NUM_SHOTS)
+        self.shots_used = shots  # < 1: every training image
         if shots >= 1:
             train, val = fewshot.load_or_draw(
                 self,
@@ -140,6 +141,7 @@ class BenchmarkDataset(DatasetBase):
                 cache_dir_set=bool(cfg_get(cfg, "CACHE_DIR", "")),
                 draw_val=self.fewshot_val,
             )
+            self.shots_used = fewshot.shots_used(train, source, shots, type(self).__name__)
         if self.val_is_test:
             train, test = subsample_classes(train, test, subsample=subsample)
             return train, test, test

@@ -80,6 +80,23 @@ def load_or_draw(
     return train, val
 
 
+def shots_used(train: Sequence[Item], source: Split, shots: int, name: str) -> int:
+    """Training images per class actually drawn: the fewest over every class of the dataset (counted before the
+    base/new split, so base, new and all runs of one dataset agree), with a warning when a class has fewer than
+    ``shots`` (it trains on all it has)."""
+    from collections import Counter
+
+    counts = Counter(it.label for it in train)
+    names = source.classnames()
+    per_class = sorted((counts.get(label, 0), names[label]) for label in names)
+    short = [(n, c) for n, c in per_class if n < shots]
+    if short:
+        print(f"Warning: DATASET.NUM_SHOTS {shots}, but {len(short)} of {len(per_class)} {name} classes have fewer "
+              f"training images (fewest: '{short[0][1]}' with {short[0][0]}); they use all they have, and the run "
+              f"record's shots is {short[0][0]}")
+    return per_class[0][0] if per_class else 0
+
+
 def _draw(ds, source: Split, shots: int, draw_val: bool) -> tuple[list[Item], list[Item]]:
     train = ds.generate_fewshot_dataset(source.train, num_shots=shots)
     val = ds.generate_fewshot_dataset(source.val, num_shots=min(shots, 4)) if draw_val else []

@@ -219,7 +219,8 @@ def test_prompted_image_tower_caches_only_the_frozen_features(trainer, tmp_path,
             with image_passes(trainer) as seen:
                 preds.append(trainer.predict(trainer.test_loader))
             passes.append(sum(seen))
-    assert passes == [2 * n, n]  # the second evaluation reuses the frozen features
+    assert passes == [2 * n + 1, n]  # the second evaluation reuses the frozen features (+1: the one-image probe
+    # that the frozen path is frozen, image_path_learnable, run once)
     assert cache_files(tmp_path) == [trainer.feature_cache_path(trainer.test_loader, frozen=True).name]
     assert trainer.feature_cache_path(trainer.test_loader, frozen=True) != trainer.feature_cache_path(
         trainer.test_loader)
@@ -301,3 +302,208 @@ def test_image_prompted_flag_matches_what_the_image_features_depend_on(method, d
                 p.add_(torch.randn_like(p))
         moved = not torch.allclose(model.encode_image(image), before)
     assert model.image_prompted == moved
+
+
+# ------------------------------------------------------------- issue 14 item 5: code, versions, best effort, checked
+def test_code_fingerprint_follows_the_source_files(tmp_path, monkeypatch):
+    """Whole defining files are hashed: an edit of the file of a function or of a module class changes it; a
+    file elsewhere does not; the names are relative to sys.path, so a copy of the code elsewhere agrees."""
+    import importlib
+    import sys
+
+    def write(folder, body):
+        folder.mkdir(exist_ok=True)
+        (folder / "encmod.py").write_text(body)
+        sys.modules.pop("encmod", None)
+        monkeypatch.syspath_prepend(str(folder))
+        importlib.invalidate_caches()
+        return importlib.import_module("encmod")
+
+    body = "import torch\nclass Enc(torch.nn.Module):\n    pass\ndef encode(x):\n    return x\n"
+    mod = write(tmp_path / "a", body)
+    first = feature_cache.code_fingerprint(mod.encode, mod.Enc())
+    assert feature_cache.code_fingerprint(mod.encode, mod.Enc()) == first
+    mod = write(tmp_path / "b", body)  # the same code in another checkout
+    assert feature_cache.code_fingerprint(mod.encode, mod.Enc()) == first
+    mod = write(tmp_path / "c", body.replace("return x", "return x * 1"))
+    assert feature_cache.code_fingerprint(mod.encode, mod.Enc()) != first
+    assert feature_cache.code_fingerprint(mod.encode) != feature_cache.code_fingerprint(mod.encode, torch.nn.Conv2d(
+        1, 1, 1))  # a module class of the tower adds its file
+
+
+def _edited(path_end):
+    """_file_sha256 as if the file ending in ``path_end`` had been edited."""
+    real = feature_cache._file_sha256
+    return lambda path: real(path) + ("edited" if path.replace(os.sep, "/").endswith(path_end) else "")
+
+
+@pytest.mark.parametrize("path_end", ["clip/encoders.py", "open_clip/transformer.py", "open_clip/model.py",
+                                      "trainers/base.py", "dassl/data/data_manager.py"])
+def test_trainers_key_changes_when_the_encoding_code_changes(trainer, monkeypatch, path_end):
+    """On main the key held only the encode function's name: an edited clip/encoders.py reused old features."""
+    paths = (trainer.feature_cache_path(trainer.test_loader), trainer.feature_cache_path(trainer.test_loader, True))
+    monkeypatch.setattr(feature_cache, "_file_sha256", _edited(path_end))
+    assert trainer.feature_cache_path(trainer.test_loader) != paths[0]
+    assert trainer.feature_cache_path(trainer.test_loader, frozen=True) != paths[1]
+
+
+def test_method_file_counts_only_when_it_overrides_encode_image(trainer, monkeypatch):
+    """CoOp's model does not override encode_image: trainers/coop.py is not part of its features' code."""
+    path = trainer.feature_cache_path(trainer.test_loader)
+    monkeypatch.setattr(feature_cache, "_file_sha256", _edited("trainers/coop.py"))
+    assert trainer.feature_cache_path(trainer.test_loader) == path
+
+
+@pytest.mark.parametrize("library", ["torch", "open_clip", "torchvision", "pillow"])
+def test_key_changes_with_the_library_versions(data_root, reference, monkeypatch, library):
+    real = feature_cache.library_versions()
+    assert library in real
+    monkeypatch.setattr(feature_cache, "library_versions", lambda: {**real, library: real[library] + ".post1"})
+    assert key(clip.load("tiny-vit").visual, setup_cfg(data_root), items_of(data_root)) != reference
+
+
+def _under_a_file(tmp_path):
+    """A cache folder that cannot be created, even by root (chmod does not stop root): a path under a file."""
+    blocker = tmp_path / "blocker"
+    blocker.write_text("a file, not a folder")
+    return blocker / "features"
+
+
+def test_unwritable_cache_is_one_warning_and_the_evaluation_goes_on(trainer, tmp_path, capsys):
+    folder = _under_a_file(tmp_path)
+    with cfg_test_keys(trainer, FEATURE_CACHE=False):
+        plain = trainer.predict(trainer.test_loader)
+    with cfg_test_keys(trainer, FEATURE_CACHE=True, FEATURE_CACHE_DIR=str(folder)):
+        capsys.readouterr()
+        pred = trainer.predict(trainer.test_loader)
+    out = capsys.readouterr().out
+    warnings = [line for line in out.splitlines() if "Warning" in line]
+    assert len(warnings) == 1 and "cannot write the feature cache" in warnings[0] and str(folder) in warnings[0]
+    assert "TEST.FEATURE_CACHE_DIR" in warnings[0] and "Traceback" not in out
+    np.testing.assert_array_equal(pred["logits"], plain["logits"])
+
+
+def test_corrupt_cache_entry_is_a_warning_recomputed_and_replaced(trainer, tmp_path, capsys):
+    with cfg_test_keys(trainer, FEATURE_CACHE=True, FEATURE_CACHE_DIR=str(tmp_path)):
+        good = trainer.predict(trainer.test_loader)
+        path = trainer.feature_cache_path(trainer.test_loader)
+        for bad in (b"not a torch file", None):
+            if bad is None:  # a loadable entry holding the wrong number of images
+                torch.save({"features": torch.zeros(1, 64), "labels": torch.zeros(1, dtype=torch.long)}, path)
+            else:
+                path.write_bytes(bad)
+            capsys.readouterr()
+            with image_passes(trainer) as seen:
+                again = trainer.predict(trainer.test_loader)
+            out = capsys.readouterr().out
+            assert f"Warning: ignoring the unreadable feature cache entry {path}" in out
+            assert sum(seen) == len(trainer.test_loader.dataset)  # recomputed
+            np.testing.assert_array_equal(again["logits"], good["logits"])
+            assert feature_cache.load(path, expected=len(trainer.test_loader.dataset)) is not None  # rewritten
+
+
+def test_a_run_with_an_unwritable_cache_finishes_with_its_record(data_root, tmp_path):
+    """On main the failed write after training was a traceback and no results.json."""
+    import io
+    import json
+
+    out = tmp_path / "run"
+    argv = coop_argv(data_root, out, opts=("OPTIM.MAX_EPOCH", "1", "DATASET.NUM_SHOTS", "1",
+                                           "TEST.FEATURE_CACHE_DIR", str(_under_a_file(tmp_path))))
+    err = io.StringIO()
+    with contextlib.redirect_stderr(err):
+        rc = train.cli(argv)
+    assert rc == 0, err.getvalue()
+    assert json.loads((out / "results.json").read_text())["metrics"]["accuracy"] >= 0
+    assert "Warning: cannot write the feature cache" in (out / "log.txt").read_text()
+
+
+class _SneakyCoOpModel:
+    """Mixed into CoOp's model below: a learnable visual prompt in encode_image, without image_prompted."""
+
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        width = self.image_encoder.width
+        self.sneaky_prompt = torch.nn.Parameter(torch.zeros(2, width))
+
+    def encode_image(self, image):
+        f = self.image_encoder(image.to(self.image_encoder.dtype), prompts=self.sneaky_prompt)
+        return F.normalize(f.float(), dim=-1)
+
+
+@pytest.fixture
+def sneaky(data_root, tmp_path, monkeypatch, capsys):
+    from trainers.coop import CoOp
+
+    model_class = type("SneakyModel", (_SneakyCoOpModel, CoOp.model_class), {})
+    assert model_class.image_prompted is False
+    monkeypatch.setattr(CoOp, "model_class", model_class)
+    argv = coop_argv(data_root, tmp_path / "run", opts=("TRAINER.COOP.PREC", "fp32", "DATALOADER.TEST.BATCH_SIZE",
+                                                        "2", "TEST.FEATURE_CACHE_DIR", str(tmp_path / "cache")))
+    built = build_trainer(train.setup_cfg(train.parse_args(argv)))
+    return built, capsys.readouterr().out
+
+
+def _another_seed(trainer, seed):
+    with torch.no_grad():
+        trainer.model.sneaky_prompt.copy_(torch.randn(trainer.model.sneaky_prompt.shape,
+                                                      generator=torch.Generator().manual_seed(seed)))
+
+
+def test_undeclared_learnable_image_path_is_found_and_never_gets_another_seeds_features(sneaky, tmp_path):
+    """On main: the first seed's features were cached and the second seed evaluated on them."""
+    trainer, out = sneaky
+    assert trainer.model.image_prompted is True  # checked at build, not declared
+    assert "SneakyModel.encode_image depends on learnable parameters" in out
+    results = []
+    for seed in (1, 2):
+        _another_seed(trainer, seed)
+        with cfg_test_keys(trainer, FEATURE_CACHE=False):
+            plain = trainer.predict(trainer.test_loader)
+        with cfg_test_keys(trainer, FEATURE_CACHE=True):
+            cached = trainer.predict(trainer.test_loader)
+        np.testing.assert_array_equal(cached["logits"], plain["logits"])
+        np.testing.assert_array_equal(cached["zs_logits"], plain["zs_logits"])
+        results.append(cached["logits"])
+    assert not np.allclose(results[0], results[1])  # the two "seeds" do differ
+    # only frozen CLIP's features were written
+    assert cache_files(tmp_path / "cache") == [trainer.feature_cache_path(trainer.test_loader, frozen=True).name]
+
+
+def test_learnable_image_path_never_reads_the_cache_even_if_the_flag_is_reset(sneaky, monkeypatch):
+    """image_features checks the encode function itself, whatever the flag says afterwards."""
+    trainer, _ = sneaky
+    monkeypatch.setattr(trainer.model, "image_prompted", False)
+    with cfg_test_keys(trainer, FEATURE_CACHE=True):
+        path = trainer.feature_cache_path(trainer.test_loader)
+        feature_cache.save(path, torch.zeros(len(trainer.test_loader.dataset), 64),
+                           torch.tensor([it.label for it in trainer.test_loader.dataset.data_source]))
+        assert trainer.image_features(trainer.test_loader) is None
+    assert trainer.image_path_learnable(trainer.model.encode_image)
+    assert not trainer.image_path_learnable(trainer.frozen_encode_image)
+
+
+def test_unfrozen_clip_weights_keep_the_frozen_path_out_of_the_cache(trainer, tmp_path, monkeypatch):
+    """A method that makes part of CLIP learnable: 'frozen' CLIP features move with training, so no cache."""
+    monkeypatch.setattr(trainer.model, "image_prompted", True, raising=False)
+    proj = trainer.model.clip.visual.proj
+    proj.requires_grad_(True)
+    try:
+        with cfg_test_keys(trainer, FEATURE_CACHE=True, FEATURE_CACHE_DIR=str(tmp_path)):
+            assert trainer.image_features(trainer.test_loader, frozen=True) is None
+            trainer.predict(trainer.test_loader)
+        assert cache_files(tmp_path) == []
+    finally:
+        proj.requires_grad_(False)
+    assert trainer.image_path_learnable(trainer.frozen_encode_image) is False  # re-checked after the change
+
+
+def test_the_probe_leaves_rng_and_modes_alone(trainer):
+    trainer.model.train()
+    modes = [m.training for m in trainer.model.modules()]
+    state = torch.get_rng_state()
+    trainer.__dict__.pop("_image_path_learnable", None)
+    assert trainer.image_path_learnable(trainer.model.encode_image) is False
+    assert torch.equal(torch.get_rng_state(), state)
+    assert [m.training for m in trainer.model.modules()] == modes
+    trainer.model.eval()

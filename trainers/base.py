@@ -26,7 +26,7 @@ from calibration.regularizers import build_objective
 from dassl.config import flatten_cfg
 from dassl.engine import TrainerX
 from dassl.optim import build_lr_scheduler, build_optimizer
-from dassl.utils import UserError, get_rng_state, load_checkpoint, save_checkpoint, set_rng_state
+from dassl.utils import UserError, get_rng_state, load_checkpoint, read_image, save_checkpoint, set_rng_state
 from dassl.utils.torchtools import CHECKPOINT_POINTER
 
 from . import record
@@ -192,6 +192,11 @@ class PromptTrainer(TrainerX):
             self.autocast_dtype = torch.bfloat16 if use_bf16 else torch.float16
             if self.autocast_dtype == torch.float16:
                 self.scaler = torch.amp.GradScaler("cuda")
+        if not self.model.image_prompted and self.image_path_learnable(self.model.encode_image):
+            print(f"Warning: {type(self.model).__name__}.encode_image depends on learnable parameters, so the method "
+                  "is treated as image-prompted (its image features are never cached; zero-shot logits take a frozen "
+                  "pass); set image_prompted = True on the model class to say so")
+            self.model.image_prompted = True
 
     def frozen_target_templates(self) -> list[str]:
         """Templates of the frozen features F0 (the --calib target, the zero-shot logits). A method may substitute
@@ -285,20 +290,55 @@ class PromptTrainer(TrainerX):
         ``frozen``: the features of frozen CLIP (:meth:`frozen_encode_image`) rather than the method's own."""
         from . import feature_cache
 
-        encode = PromptTrainer.frozen_encode_image if frozen else type(self.model).encode_image
-        dataset = loader.dataset
-        key = feature_cache.feature_key(self.model.clip.visual, dataset.transform, dataset.data_source,
-                                        {"precision": self.precision,
-                                         "encoder": f"{encode.__module__}.{encode.__qualname__}"})
+        model, dataset = self.model, loader.dataset
+        encode = type(self).frozen_encode_image if frozen else type(model).encode_image
+        # the code that computes the features: the encode function and what it overrides, CLIP's class (its
+        # encode_image), the tower's module classes (clip/encoders.py, open_clip), the transforms, the image reader
+        code = [encode] if frozen else [c.__dict__["encode_image"] for c in type(model).__mro__
+                                        if "encode_image" in c.__dict__]
+        code += [type(model.clip), model.clip.visual, getattr(model, "image_encoder", None) or model.clip.visual,
+                 type(dataset), read_image, *getattr(dataset.transform, "transforms", [dataset.transform])]
+        cuda = self.device.type == "cuda"
+        device = self.device.type + (f":{torch.cuda.get_device_name(self.device)}" if cuda else "")
+        key = feature_cache.feature_key(model.clip.visual, dataset.transform, dataset.data_source,
+                                        {"precision": self.precision, "device": device,
+                                         "encoder": f"{encode.__module__}.{encode.__qualname__}",
+                                         "code": feature_cache.code_fingerprint(*code)})
         return feature_cache.cache_dir(self.cfg) / f"{key}.pt"
+
+    def image_path_learnable(self, encode) -> bool:
+        """Checked, not declared: whether ``encode`` (images -> features) depends on a learnable parameter
+        (:func:`trainers.feature_cache.depends_on_learnable` on one blank image of INPUT.SIZE, in eval mode; the
+        RNG states and the model's mode are left as they were). The answer is kept while the function and the
+        model's parameters and their ``requires_grad`` flags stay the same, so a cached evaluation runs no image."""
+        from . import feature_cache
+
+        signature = (getattr(encode, "__func__", encode),
+                     tuple((id(p), p.requires_grad) for p in self.model.parameters()))
+        known = self.__dict__.setdefault("_image_path_learnable", {})
+        if signature in known:
+            return known[signature]
+        probe = torch.zeros(1, 3, *self.cfg.INPUT.SIZE, device=self.device)
+        modes = [(m, m.training) for m in self.model.modules()]
+        self.model.eval()
+        cuda = [self.device.index or torch.cuda.current_device()] if self.device.type == "cuda" else []
+        try:
+            with torch.random.fork_rng(devices=cuda):
+                known[signature] = feature_cache.depends_on_learnable(encode, probe)
+        finally:
+            for m, mode in modes:
+                m.training = mode
+        return known[signature]
 
     @torch.no_grad()
     def image_features(self, loader, frozen: bool = False) -> tuple[torch.Tensor, torch.Tensor] | None:
         """Image features and labels of a loader's images, from the on-disk cache when possible.
 
         The method's own features (default) are cached only when its image tower is frozen; None when it is
-        prompted (they depend on learnable parameters) or the cache is off. ``frozen``: frozen CLIP's features,
-        which an image-prompted method needs for the zero-shot logits; cached whenever the cache is on.
+        prompted (``image_prompted``, or checked: :meth:`image_path_learnable`) or the cache is off. ``frozen``:
+        frozen CLIP's features, which an image-prompted method needs for the zero-shot logits; cached whenever the
+        cache is on (and CLIP is indeed frozen). The cache is best-effort: a failure to read or write it is a
+        warning line.
         """
         if not self.cfg.TEST.FEATURE_CACHE or (self.model.image_prompted and not frozen):
             return None
@@ -306,17 +346,19 @@ class PromptTrainer(TrainerX):
             frozen = False  # the method's own features are frozen CLIP's: one cache entry, not two
         from . import feature_cache
 
+        # the frozen pass runs as zero_shot_logits' own does (outside autocast), so cached == uncached
+        encode, context = ((self.frozen_encode_image, contextlib.nullcontext) if frozen
+                           else (self.model.encode_image, self.autocast))
+        if self.image_path_learnable(encode):  # never read nor write features that training moves
+            return None
         path = self.feature_cache_path(loader, frozen)
-        hit = feature_cache.load(path)
+        hit = feature_cache.load(path, expected=len(loader.dataset))
         if hit is not None:
             print(f"Using cached {'frozen ' if frozen else ''}image features ({len(hit[1])} images) from {path}")
             return hit
         feats, labels = [], []
         from tqdm import tqdm
 
-        # the frozen pass runs as zero_shot_logits' own does (outside autocast), so cached == uncached
-        encode, context = ((self.frozen_encode_image, contextlib.nullcontext) if frozen
-                           else (self.model.encode_image, self.autocast))
         for batch in tqdm(loader, desc="image features", leave=False, disable=not self.cfg.VERBOSE):
             if batch is None:
                 continue
@@ -325,7 +367,7 @@ class PromptTrainer(TrainerX):
                 feats.append(encode(image).float().cpu())
             labels.append(label.cpu())
         result = torch.cat(feats), torch.cat(labels)
-        if self.dm.num_skipped_images == 0:  # never cache a partial set
+        if len(result[1]) == len(loader.dataset):  # never cache a partial set (skipped unreadable images)
             feature_cache.save(path, *result)
         return result
 
@@ -428,7 +470,7 @@ class PromptTrainer(TrainerX):
         record.write_predictions(self.output_dir, arrays)
         metrics = {k: v for k, v in results.items() if isinstance(v, (int, float))}
         record.write_results(self.output_dir, {"metrics": metrics, "split": "test", "run": self.run_info(
-            eval_seconds)})
+            eval_seconds, num_test=len(pred["labels"]))})
         print(f"Run record written to {self.output_dir}")
 
     def backbone_fingerprint(self) -> str:
@@ -438,14 +480,17 @@ class PromptTrainer(TrainerX):
 
         return tower_fingerprint(self.model.clip)[:16]
 
-    def run_info(self, eval_seconds: float) -> dict[str, Any]:
+    def run_info(self, eval_seconds: float, num_test: int | None = None) -> dict[str, Any]:
+        """The record's ``run``; ``num_test``: the test images scored (docs/architecture.md §4.1)."""
         cfg = self.cfg
+        skipped = self.dm.skipped_by_split()
         calib = cfg.TRAINER.CALIB.NAME or None
         info = {
             "trainer": cfg.TRAINER.NAME,
             "dataset": cfg.DATASET.NAME,
             "subsample": cfg.DATASET.SUBSAMPLE_CLASSES,
-            "shots": cfg.DATASET.NUM_SHOTS,
+            "shots": getattr(self.dm.dataset, "shots_used", cfg.DATASET.NUM_SHOTS),
+            "shots_requested": cfg.DATASET.NUM_SHOTS,
             "seed": cfg.SEED,
             "calib": calib,
             "calib_params": dict(cfg.TRAINER.CALIB) if calib else None,
@@ -457,7 +502,9 @@ class PromptTrainer(TrainerX):
             "model_dir": getattr(self, "_loaded_from", None),
             "load_epoch": getattr(self, "_loaded_epoch", None),
             "num_classes": len(self.dm.dataset.classnames),
-            "num_test": len(self.dm.dataset.test),
+            "num_test": len(self.dm.dataset.test) - len(skipped.get("test", [])) if num_test is None else num_test,
+            "num_skipped": len(skipped.get("test", [])),
+            "skipped": skipped,
             "split_sha256": getattr(self.dm.dataset, "split_sha256", None),
             "git_commit": record.git_commit(),
             "versions": record.versions(),

@@ -6,12 +6,25 @@ computed once and reused by the novel evaluation, by the other seeds and by the 
 that prompt the image tower (IVLP, VPT, MaPLe, PromptSRC) cache frozen CLIP's features instead, which their
 zero-shot logits need. The key hashes everything that changes them; ``TEST.FEATURE_CACHE False`` turns the cache
 off.
+
+What the key holds (:func:`feature_key`): the tower's weights (sampled), the test transform, every image (path,
+label, size, mtime), the library versions (:func:`library_versions`: torch, torchvision, open_clip, Pillow, numpy,
+Python) and the caller's ``extra``: the trainer adds the precision, the device and :func:`code_fingerprint` of the
+code that computes the features (the source files defining the encode function and every ``encode_image`` it
+overrides, every module class of the image tower -- ``clip/encoders.py`` and open_clip's model/transformer files --,
+CLIP's own class, the transform classes and the dataset wrapper that reads the images). Whole files are hashed, so
+any edit of them (a comment included) invalidates the entries: a recomputation, never a stale reuse.
+
+The cache is best-effort: an unwritable folder or an unreadable entry is a one-line warning and the run goes on
+computing the features. Which features may be cached at all is checked, not declared: :func:`depends_on_learnable`.
 """
 from __future__ import annotations
 
 import hashlib
+import inspect
 import json
 import os
+import sys
 from pathlib import Path
 
 import torch
@@ -44,14 +57,79 @@ def tower_fingerprint(visual: torch.nn.Module) -> str:
     return h.hexdigest()
 
 
+def library_versions() -> dict[str, str]:
+    """Versions of the libraries that compute the features: the run record's list (torch, torchvision, open_clip,
+    numpy, Python) plus Pillow, which decodes the images."""
+    from PIL import __version__ as pillow
+
+    from .record import versions
+
+    return {**versions(), "pillow": pillow}
+
+
+def _file_sha256(path: str) -> str:
+    with open(path, "rb") as f:
+        return hashlib.sha256(f.read()).hexdigest()
+
+
+def _source_file(obj) -> str | None:
+    """The file defining a function, method, class or module; for any other object, its class's file."""
+    obj = getattr(obj, "__func__", obj)  # a bound method: its function
+    obj = inspect.unwrap(obj) if inspect.isfunction(obj) else obj
+    target = obj if inspect.isclass(obj) or inspect.isfunction(obj) or inspect.ismodule(obj) else type(obj)
+    try:
+        return inspect.getsourcefile(target) or inspect.getfile(target)
+    except TypeError:  # a built-in: its code is the library's, covered by library_versions()
+        return None
+
+
+def code_fingerprint(*objects) -> str:
+    """A hash of the source files that define ``objects``: functions, classes, modules, and for an ``nn.Module``
+    instance the class of every one of its submodules. Files are named relative to their package, so one
+    version of the code gives one fingerprint in every checkout and virtual environment."""
+    files: set[str] = set()
+    for obj in objects:
+        members = list(obj.modules()) if isinstance(obj, torch.nn.Module) else [obj]
+        for member in members:
+            path = _source_file(member)
+            if path and os.path.isfile(path):
+                files.add(os.path.realpath(path))
+    h = hashlib.sha256()
+    for path in sorted(files, key=_portable_name):
+        h.update(f"{_portable_name(path)}:{_file_sha256(path)}\n".encode())
+    return h.hexdigest()
+
+
+def _portable_name(path: str) -> str:
+    """``path`` relative to the longest sys.path entry holding it (``clip/encoders.py``, ``open_clip/model.py``)."""
+    roots = [os.path.realpath(p or os.getcwd()) for p in sys.path]
+    inside = [r for r in roots if path.startswith(r.rstrip(os.sep) + os.sep)]
+    return os.path.relpath(path, max(inside, key=len)) if inside else path
+
+
+def depends_on_learnable(encode, probe: torch.Tensor) -> bool:
+    """Whether ``encode(probe)`` depends on a learnable parameter: computed with autograd on, its output requires
+    grad exactly when a tensor with ``requires_grad`` (a learnable parameter; CLIP is frozen) entered the
+    computation -- whichever module, closure or attribute holds it. One forward pass of one image.
+
+    Not seen: a parameter used under ``torch.no_grad()`` or through ``.detach()``/``.data``, or state that is not a
+    parameter (a buffer the method rewrites); such a method must set ``image_prompted = True`` itself."""
+    with torch.enable_grad():
+        out = encode(probe)
+    outs = out if isinstance(out, (tuple, list)) else (out,)
+    return any(isinstance(t, torch.Tensor) and t.requires_grad for t in outs)
+
+
 def feature_key(visual: torch.nn.Module, transform, items, extra: dict | None = None) -> str:
-    """The cache key: tower fingerprint + transform + (path, label, size, mtime) of every image, in order, + extra.
+    """The cache key: tower fingerprint + library versions + transform + (path, label, size, mtime) of every image,
+    in order, + extra.
 
     Files are identified by size and modification time, not content (reading every test image would cost what
     the cache saves): a file rewritten in place with the same size and its old mtime restored is not noticed.
     """
     h = hashlib.sha256()
     h.update(tower_fingerprint(visual).encode())
+    h.update(json.dumps(library_versions(), sort_keys=True).encode())
     h.update(repr(transform).encode())
     for item in items:
         h.update(f"{os.path.abspath(item.impath)}\t{item.label}\n".encode())
@@ -64,16 +142,32 @@ def feature_key(visual: torch.nn.Module, transform, items, extra: dict | None = 
     return h.hexdigest()[:32]
 
 
-def load(path: Path):
-    if not path.exists():
-        return None
+def load(path: Path, expected: int | None = None):
+    """(features, labels) of a cache entry; None when there is none. An unreadable or malformed entry (or one not
+    holding ``expected`` images) is a one-line warning and None: the features are recomputed, never trusted."""
     try:
+        if not path.is_file():
+            return None
         blob = torch.load(path, map_location="cpu", weights_only=True)
-        return blob["features"], blob["labels"]
-    except Exception:  # a corrupt cache entry is recomputed, never trusted
+        features, labels = blob["features"], blob["labels"]
+        n = len(labels)
+        if features.dim() != 2 or labels.dim() != 1 or len(features) != n or expected not in (None, n):
+            raise ValueError(f"holds {tuple(features.shape)} features and {n} labels"
+                             + (f", not {expected} images" if expected is not None else ""))
+        return features, labels
+    except Exception as exc:  # noqa: BLE001 - whatever is wrong with the entry, it is recomputed
+        print(f"Warning: ignoring the unreadable feature cache entry {path} ({type(exc).__name__}: {exc}); "
+              "computing the features")
         return None
 
 
-def save(path: Path, features: torch.Tensor, labels: torch.Tensor) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    atomic_torch_save({"features": features, "labels": labels}, path)
+def save(path: Path, features: torch.Tensor, labels: torch.Tensor) -> bool:
+    """Best-effort: True when written; otherwise one warning line and False (the run goes on without it)."""
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        atomic_torch_save({"features": features, "labels": labels}, path)
+        return True
+    except Exception as exc:  # noqa: BLE001 - the cache is optional: any failure to write it is only reported
+        print(f"Warning: cannot write the feature cache {path} ({type(exc).__name__}: {exc}); continuing without "
+              "it (set TEST.FEATURE_CACHE_DIR to a writable folder, or TEST.FEATURE_CACHE False)")
+        return False

@@ -68,6 +68,8 @@ def gpa_weights(max_epoch: int, mean: float, std: float) -> list[float]:
     if std <= 0:
         raise UserError(f"TRAINER.PROMPTSRC.GPA_STD must be positive, got {std}")
     logs = [-((e - mean) ** 2) / (2.0 * std * std) for e in range(1, max_epoch + 1)]
+    if not logs:  # no epochs (an eval-only run with OPTIM.MAX_EPOCH < 1): nothing to aggregate
+        return []
     top = max(logs)
     raw = [math.exp(v - top) for v in logs]
     total = sum(raw)

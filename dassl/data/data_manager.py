@@ -1,6 +1,7 @@
 """DataManager, DatasetWrapper and build_data_loader (Dassl API) with unreadable-image handling."""
 from __future__ import annotations
 
+import os
 import random
 import sys
 from multiprocessing import RawArray
@@ -225,6 +226,23 @@ class DataManager:
             if hasattr(loader.dataset, "skipped_paths"):
                 paths.update(dict.fromkeys(loader.dataset.skipped_paths()))
         return list(paths)
+
+    def skipped_by_split(self) -> dict[str, list[str]]:
+        """{"train"/"val"/"test": paths of that split's images skipped as unreadable}, only splits with skips;
+        paths relative to the dataset's image folder when under it (``dataset.image_path``)."""
+        base = getattr(self.dataset, "image_path", None)
+
+        def shown(path: str) -> str:
+            rel = os.path.relpath(path, base) if base else path
+            return path if rel.startswith("..") else rel
+
+        out: dict[str, list[str]] = {}
+        for split, loader in (("train", self.train_loader_x), ("train_u", self.train_loader_u),
+                              ("val", self.val_loader), ("test", self.test_loader)):
+            paths = loader.dataset.skipped_paths() if loader and hasattr(loader.dataset, "skipped_paths") else []
+            if paths:
+                out[split] = [shown(p) for p in paths]
+        return out
 
     @property
     def num_skipped_images(self) -> int:

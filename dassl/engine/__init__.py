@@ -1,4 +1,4 @@
 from .build import TRAINER_REGISTRY, build_trainer
-from .trainer import SimpleTrainer, TrainerBase, TrainerX
+from .trainer import SimpleTrainer, TrainerBase, TrainerX, check_max_epoch
 
-__all__ = ["TRAINER_REGISTRY", "build_trainer", "TrainerBase", "SimpleTrainer", "TrainerX"]
+__all__ = ["TRAINER_REGISTRY", "build_trainer", "TrainerBase", "SimpleTrainer", "TrainerX", "check_max_epoch"]

@@ -21,7 +21,7 @@ from tqdm import tqdm
 from ..data import DataManager
 from ..evaluation import build_evaluator
 from ..utils import (
-    AverageMeter, MetricMeter, MissingFileError, load_checkpoint, mkdir_if_missing, resume_from_checkpoint,
+    AverageMeter, MetricMeter, MissingFileError, UserError, load_checkpoint, mkdir_if_missing, resume_from_checkpoint,
     save_checkpoint, tolist_if_not,
 )
 
@@ -228,6 +228,15 @@ class TrainerBase:
         self.model_update(names)
 
 
+def check_max_epoch(max_epoch) -> None:
+    """Training needs at least one epoch: with OPTIM.MAX_EPOCH < 1 a run would record untrained prompts as a
+    finished training run."""
+    if isinstance(max_epoch, bool) or not isinstance(max_epoch, int) or max_epoch < 1:
+        raise UserError(f"OPTIM.MAX_EPOCH must be at least 1 to train, got {max_epoch!r}; set OPTIM.MAX_EPOCH 1 or "
+                        "more (to evaluate without training: --eval-only --model-dir <training run>, or --trainer "
+                        "ZeroshotCLIP)")
+
+
 class SimpleTrainer(TrainerBase):
     """Builds data, model and evaluator from ``cfg``; epoch hooks, checkpoints and testing."""
 
@@ -266,6 +275,7 @@ class SimpleTrainer(TrainerBase):
         raise NotImplementedError("The trainer must override build_model()")
 
     def train(self) -> None:
+        check_max_epoch(self.max_epoch)
         super().train(self.start_epoch, self.max_epoch)
 
     def before_train(self) -> None:
