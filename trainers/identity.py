@@ -126,12 +126,13 @@ def library_versions() -> dict[str, str]:
     import torch
     import torchvision
 
-    out = {"python": ".".join(platform.python_version_tuple()[:2]), "torch": torch.__version__,
-           "torchvision": torchvision.__version__, "numpy": numpy.__version__, "pillow": PIL.__version__}
+    # plain str: torch.__version__ is a TorchVersion, which checkpoints loaded with weights_only=True refuse
+    out = {"python": ".".join(platform.python_version_tuple()[:2]), "torch": str(torch.__version__),
+           "torchvision": str(torchvision.__version__), "numpy": str(numpy.__version__), "pillow": str(PIL.__version__)}
     try:
         import open_clip
 
-        out["open_clip"] = open_clip.__version__
+        out["open_clip"] = str(open_clip.__version__)
     except Exception:  # pragma: no cover - open_clip is a requirement
         out["open_clip"] = None
     return out
