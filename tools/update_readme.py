@@ -113,7 +113,7 @@ def readme_block(records: Path, method: str, dataset: str, img_dir: Path) -> str
     images = [(label, img_dir / f"toy_reliability_{label}.png") for label in ("novel", "base")]
     rel = lambda p: Path(p).resolve().relative_to(REPO).as_posix()  # noqa: E731
     lines = [f"![reliability diagram, {label} classes]({rel(png)})" for label, png in images if png.is_file()]
-    return "\n".join(["```", table, "```", "", timing, ""] + lines)
+    return "\n".join(["```", table, "```", "", timing, ""] + lines).rstrip("\n")
 
 
 def read_block(path: Path, begin: str = BEGIN, end: str = END) -> str:
