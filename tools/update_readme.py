@@ -111,7 +111,10 @@ def readme_block(records: Path, method: str, dataset: str, img_dir: Path) -> str
     timing = (f"The {count} runs behind this table took {seconds / 60:.1f} min of training and evaluation in all "
               "(their run records' `timings`).")
     images = [(label, img_dir / f"toy_reliability_{label}.png") for label in ("novel", "base")]
-    rel = lambda p: Path(p).resolve().relative_to(REPO).as_posix()  # noqa: E731
+    def rel(p: Path) -> str:
+        p = Path(p).resolve()
+        return p.relative_to(REPO).as_posix() if p.is_relative_to(REPO) else str(p)
+
     lines = [f"![reliability diagram, {label} classes]({rel(png)})" for label, png in images if png.is_file()]
     return "\n".join(["```", table, "```", "", timing, ""] + lines).rstrip("\n")
 
