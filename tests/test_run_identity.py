@@ -165,3 +165,18 @@ def test_train_records_the_identity_the_sweep_expects(tmp_path, one_thread):
     other = make_image_folder(tmp_path / "other", n_classes=5, per_class=6, size=16)
     state, diffs = Checker().status(base, coop_argv(other, base, opts=opts))
     assert state == "stale" and diffs == ["data split (DATA holds other data)"]
+
+
+def test_dry_run_names_stale_records_without_running(tmp_path, capsys, started):
+    env = {"OUTPUT": str(tmp_path / "out"), "DATA": str(tmp_path / "no-data"), "SEEDS": "1", "CALIB": "off"}
+    _, units, _ = sweep.plan("base2novel", ["coop", "caltech101"], sweep.Settings.from_env(env))
+    _finished(units)
+    new = units[0].runs[1]
+    rec = json.loads((new.out_dir / "results.json").read_text())
+    rec["run"]["identity"]["model"] = "another-training"
+    (new.out_dir / "results.json").write_text(json.dumps(rec))
+    assert sweep.main(["base2novel", "coop", "caltech101"], env=dict(env, DRY_RUN="1")) == 0
+    out, err = capsys.readouterr()
+    assert len(out.splitlines()) == 2 and not started
+    assert err.splitlines() == [f"# stale record in {new.out_dir}: differs in the prompts it evaluates (its "
+                                "training run changed)"]
