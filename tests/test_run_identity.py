@@ -180,3 +180,14 @@ def test_dry_run_names_stale_records_without_running(tmp_path, capsys, started):
     assert len(out.splitlines()) == 2 and not started
     assert err.splitlines() == [f"# stale record in {new.out_dir}: differs in the prompts it evaluates (its "
                                 "training run changed)"]
+
+
+def test_parse_results_ignores_moved_aside_records(tmp_path, capsys):
+    _record(tmp_path, "a", 1, 60.0, None)
+    old = tmp_path / "a" / "seed1" / "previous" / "20260101-000000"
+    old.mkdir(parents=True)
+    (old / "results.json").write_text((tmp_path / "a" / "seed1" / "results.json").read_text().replace("60.0", "10.0"))
+    assert parse_results.main([str(tmp_path), "--json"]) == 0
+    out, err = capsys.readouterr()
+    (block,) = json.loads(out)["groups"][0]["blocks"]
+    assert block["variants"][0]["cells"]["base/self"]["Toy"]["accuracy"]["values"] == [60.0] and not err

@@ -42,6 +42,7 @@ from tools.sweep import (BASE2NOVEL_DATASETS, DATASETS, DOMAIN_TARGETS, METHODS,
                          resolve_dataset, resolve_method)
 
 REFERENCE_DIR = Path(__file__).resolve().parent / "reference"
+PREVIOUS = "previous"  # where a rerun moves a run's old record (trainers/run_folder.py)
 REFERENCES = {"tcpt": "tcpt_readme.json"}
 
 BENCHMARK = tuple(DATASETS[d] for d in BASE2NOVEL_DATASETS)
@@ -124,7 +125,8 @@ def load_records(root: str | Path) -> tuple[list[Record], list[str]]:
     root = Path(root)
     if not root.exists():
         raise ResultsError(f"{root} does not exist; pass the sweep's OUTPUT folder (default: output)")
-    files = [root] if root.is_file() else sorted(root.rglob("results.json"))
+    files = [root] if root.is_file() else sorted(p for p in root.rglob("results.json")  # not moved-aside records
+                                                 if PREVIOUS not in p.relative_to(root).parts[:-1])
     records, notes = [], []
     for path in files:
         try:
