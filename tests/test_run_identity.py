@@ -9,7 +9,7 @@ import sys
 import pytest
 
 import train
-from tests.helpers import coop_argv, make_image_folder
+from tests.helpers import REPO, coop_argv, make_image_folder
 from tools import children, parse_results, sweep
 from tools.run_status import Checker
 from trainers import identity
@@ -191,3 +191,32 @@ def test_parse_results_ignores_moved_aside_records(tmp_path, capsys):
     out, err = capsys.readouterr()
     (block,) = json.loads(out)["groups"][0]["blocks"]
     assert block["variants"][0]["cells"]["base/self"]["Toy"]["accuracy"]["values"] == [60.0] and not err
+
+
+def test_launcher_reruns_stale_records(tmp_path, capsys, monkeypatch):
+    import subprocess
+
+    from tools import launch
+
+    env = {"OUTPUT": str(tmp_path / "out"), "DATA": str(tmp_path / "no-data"), "SEEDS": "1", "CALIB": "off"}
+    _, units, _ = sweep.plan("base2novel", ["coop", "caltech101"], sweep.Settings.from_env(env))
+    _finished(units)
+    base = units[0].runs[0]
+    rec = json.loads((base.out_dir / "results.json").read_text())
+    rec["run"]["identity"]["versions"]["torch"] = "1.0"
+    (base.out_dir / "results.json").write_text(json.dumps(rec))
+    cmds = tmp_path / "cmds.txt"
+    cmds.write_text("\n".join(r.command(sys.executable) for u in units for r in u.runs) + "\n")
+    started = []
+
+    def fake_start(argv, **kw):
+        started.append(argv)
+        return subprocess.Popen([sys.executable, "-c", "import sys; sys.exit(3)"], **kw)
+
+    monkeypatch.setattr(children, "start", fake_start)
+    monkeypatch.chdir(REPO)
+    assert launch.main([str(cmds), "--gpus", "cpu"]) == 1
+    out = capsys.readouterr().out
+    assert "stale record: CoOp caltech101 seed 1 base (differs in: versions (torch 1.0 -> " in out
+    assert "2 commands: 1 finished already, 1 to run" in out
+    assert len(started) == 1 and str(base.out_dir) in started[0]
