@@ -490,7 +490,7 @@ def execute(units: Sequence[Unit], s: Settings, python: str | None = None) -> in
                 print(f"{what}; running it again", flush=True)
             if run.depends is not None and (run.depends / "results.json").is_file() and any(
                     r.out_dir == run.depends for r in failed):
-                print(f"{head} skipped: its training run {run.depends} is stale", flush=True)
+                print(f"{head} skipped: its training run {run.depends} is stale or failed", flush=True)
                 failed.append(run)
                 continue
             if run.depends is not None and not (run.depends / "results.json").is_file():
