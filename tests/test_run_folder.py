@@ -7,6 +7,7 @@ import json
 import sys
 
 import pytest
+import torch
 
 import train
 from tests.helpers import coop_argv, make_image_folder
@@ -89,7 +90,7 @@ def test_eval_only_takes_the_training_settings(trained, tmp_path, capsys):
     trained_rec = json.loads((base / "results.json").read_text())["run"]
     assert (rec["max_epoch"], rec["shots"], rec["calib"]) == (1, 2, None)
     assert rec["identity"]["model"] == trained_rec["identity"]["id"]
-    ckpt_meta = __import__("torch").load(base / "prompt_learner" / "model.pth.tar-1", weights_only=True)["meta"]
+    ckpt_meta = torch.load(base / "prompt_learner" / "model.pth.tar-1", weights_only=True)["meta"]
     assert ckpt_meta["identity"]["id"] == trained_rec["identity"]["id"]
 
 
