@@ -20,7 +20,7 @@ import torch
 from yacs.config import CfgNode as CN
 
 from dassl.config import flatten_cfg, get_cfg_default
-from dassl.utils import UserError, atomic_write_text, closest_match, collect_env_info, set_random_seed, setup_logger
+from dassl.utils import UserError, atomic_write_text, closest_match, collect_env_info, set_random_seed
 
 KEY_RE = re.compile(r"^[A-Z][A-Z0-9_]*(\.[A-Z0-9_]+)+$")
 
@@ -181,9 +181,6 @@ def main(args) -> None:
 
     if not (args.eval_only or args.no_train) and getattr(TRAINER_REGISTRY.get(cfg.TRAINER.NAME), "trainable", True):
         check_max_epoch(cfg.OPTIM.MAX_EPOCH)  # before anything is written
-    if cfg.SEED >= 0:
-        print(f"Setting fixed seed: {cfg.SEED}")
-        set_random_seed(cfg.SEED)
     if args.deterministic:
         torch.use_deterministic_algorithms(True, warn_only=True)
         torch.backends.cudnn.benchmark = False
@@ -197,11 +194,30 @@ def main(args) -> None:
     except OSError as exc:
         raise UserError(f"cannot create the output directory {cfg.OUTPUT_DIR!r} (--output-dir): "
                         f"{exc.strerror or exc}") from None
-    from trainers import record
+    from dassl.utils import run_lock
 
-    record.clear(cfg.OUTPUT_DIR)
-    setup_logger(cfg.OUTPUT_DIR)
-    atomic_write_text(os.path.join(cfg.OUTPUT_DIR, "config.yaml"), cfg.dump())
+    lock = run_lock.acquire(cfg.OUTPUT_DIR)  # one writer per folder (dassl/utils/run_lock.py)
+    try:
+        _run(args, cfg)
+    finally:
+        if lock is not None:
+            lock.release()
+
+
+def _run(args, cfg) -> None:
+    from trainers import identity, run_folder
+    from trainers.eval_only import adopt_training_config
+
+    # Validate everything before the folder is touched (trainers/run_folder.py); the output so far is held in
+    # memory and goes into log.txt once the run starts.
+    held = run_folder.hold_console()
+    if args.eval_only:
+        cfg.defrost()
+        adopt_training_config(cfg, args)  # the checkpoint's training keys (trainers/eval_only.py)
+        cfg.freeze()
+    if cfg.SEED >= 0:
+        print(f"Setting fixed seed: {cfg.SEED}")
+        set_random_seed(cfg.SEED)
     print_args(args, cfg)
     print("Collecting env info ...")
     print("** System info **")
@@ -211,8 +227,18 @@ def main(args) -> None:
     from dassl.engine import build_trainer
 
     trainer = build_trainer(cfg)
+    stale_checkpoints = []
     if args.eval_only:
         trainer.load_model(args.model_dir, epoch=args.load_epoch)
+    trainer.identity = identity.identity(cfg, getattr(trainer.dm.dataset, "split_sha256", None),
+                                         getattr(trainer, "_loaded_identity", None), args.opts)
+    if not args.eval_only and not args.no_train and hasattr(trainer, "resume_plan"):
+        stale_checkpoints = trainer.resume_plan()
+    run_folder.start(cfg.OUTPUT_DIR, held, stale_checkpoints)  # the previous record moves aside only now
+    if stale_checkpoints:
+        print("Note: the checkpoints here were made by other code, libraries or data; training from scratch")
+    atomic_write_text(os.path.join(cfg.OUTPUT_DIR, "config.yaml"), cfg.dump())
+    if args.eval_only:
         trainer.test()
         return
     if not args.no_train:

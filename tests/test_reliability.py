@@ -226,17 +226,20 @@ def test_eval_only_with_a_missing_checkpoint(data_root, trained, tmp_path, capsy
 
 def test_eval_only_with_a_mismatched_checkpoint(data_root, trained, tmp_path, capsys):
     evaluate = ("--eval-only", "--model-dir", trained, "--load-epoch", 2)
-    rc, err = run(argv(data_root, tmp_path / "bb", *evaluate, backbone="tiny-rn"), capsys)
-    assert_one_clear_error(rc, err, "backbone: checkpoint 'tiny-vit' vs this run 'tiny-rn'")
-    rc, err = run(argv(data_root, tmp_path / "nctx", *evaluate, opts=("TRAINER.COOP.N_CTX", "4")), capsys)
-    assert_one_clear_error(rc, err, "TRAINER.COOP.N_CTX: checkpoint 16 vs this run 4", "(16, 128) vs (4, 128)")
+    # explicit values that contradict the checkpoint's training config (trainers/eval_only.py)
+    rc, err = run(argv(data_root, tmp_path / "bb", *evaluate, epochs=2, backbone="tiny-rn"), capsys)
+    assert_one_clear_error(rc, err, "MODEL.BACKBONE.NAME: the checkpoint was trained with 'tiny-vit', this command "
+                                    "says 'tiny-rn'")
+    rc, err = run(argv(data_root, tmp_path / "nctx", *evaluate, epochs=2, opts=("TRAINER.COOP.N_CTX", "4")), capsys)
+    assert_one_clear_error(rc, err, "TRAINER.COOP.N_CTX: the checkpoint was trained with 16, this command says 4")
     # another method's checkpoint (its meta names the method)
     other = tmp_path / "other"
     shutil.copytree(trained, other)
     ckpt = load_ckpt(other, 2)
     ckpt["meta"]["trainer"] = "KgCoOp"
     torch.save(ckpt, other / CKPT / "model.pth.tar-2")
-    rc, err = run(argv(data_root, tmp_path / "tr", "--eval-only", "--model-dir", other, "--load-epoch", 2), capsys)
+    rc, err = run(argv(data_root, tmp_path / "tr", "--eval-only", "--model-dir", other, "--load-epoch", 2, epochs=2),
+                  capsys)
     assert_one_clear_error(rc, err, "trainer: checkpoint 'KgCoOp' vs this run 'CoOp'")
     assert not any((tmp_path / d / "results.json").exists() for d in ("bb", "nctx", "tr"))
 
@@ -263,8 +266,8 @@ def test_nan_loss_names_epoch_step_and_terms_and_keeps_the_last_checkpoint(data_
     assert (out / CKPT / "checkpoint").read_text().strip() == "model.pth.tar-1"
     assert not (out / CKPT / "model.pth.tar-2").exists()
     monkeypatch.undo()
-    rc, err = run(argv(data_root, tmp_path / "eval", "--calib", "--eval-only", "--model-dir", out, "--load-epoch", 1),
-                  capsys)
+    rc, err = run(argv(data_root, tmp_path / "eval", "--calib", "--eval-only", "--model-dir", out, "--load-epoch", 1,
+                       epochs=2), capsys)  # the training run's settings (trainers/eval_only.py)
     assert rc == 0, err
     assert torch.isfinite(load_ckpt(out, 1)["state_dict"]["ctx"]).all()
 
@@ -428,12 +431,12 @@ def test_log_shows_the_result_block_only_after_the_run_record(data_root, trained
         raise KeyboardInterrupt  # what a kill between the metrics and the record looks like to the trainer
 
     monkeypatch.setattr(PromptTrainer, "write_record", killed)
-    rc, _ = run(argv(data_root, tmp_path / "killed", *evaluate))
+    rc, _ = run(argv(data_root, tmp_path / "killed", *evaluate, epochs=2))
     log = (tmp_path / "killed" / "log.txt").read_text()
     assert rc != 0 and "Evaluate on the *test* set" in log and "* accuracy:" not in log
     assert not (tmp_path / "killed" / "results.json").exists()
 
     monkeypatch.undo()
-    rc, _ = run(argv(data_root, tmp_path / "done", *evaluate))
+    rc, _ = run(argv(data_root, tmp_path / "done", *evaluate, epochs=2))
     log = (tmp_path / "done" / "log.txt").read_text()
     assert rc == 0 and log.index("Run record written") < log.index("* accuracy:")

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from tools import sweep
+from tools import children, sweep
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -68,7 +68,7 @@ def test_dry_run_baseline_variant_backbone_and_env(capsys):
         assert words[-8:] == ["OPTIM.MAX_EPOCH", "5", "TRAINER.COOP.N_CTX", "4", "DATASET.NUM_SHOTS", "4",
                               "DATASET.SUBSAMPLE_CLASSES", words[-1]]
     assert opt(base, "--output-dir") == \
-        "/o/base2new/train_base/caltech101/shots_4/CoOp/vit_b16_ep50_ViT-L-14_calib-zs_norm/seed2"
+        "/o/base2new/train_base/caltech101/shots_4/CoOp/vit_b16_ep50_ViT-L-14_calib-zs_norm_71c0bd02/seed2"  # OPTS id
     assert opt(new, "--model-dir") == opt(base, "--output-dir")
 
 
@@ -164,14 +164,19 @@ def test_few_shot_k_loop(capsys):
 
 
 def fake_finished(units, acc=70.0):
+    from tools.run_status import Checker
+
+    checker = Checker()
     for unit in units:
         for run in unit.runs:
+            base = next((r.args for r in unit.runs if r.out_dir == run.depends), None)
             run.out_dir.mkdir(parents=True, exist_ok=True)
             words = run.args
             info = {"trainer": words[words.index("--trainer") + 1], "dataset": "Caltech101",
                     "subsample": words[-1], "shots": 16, "seed": int(words[words.index("--seed") + 1]),
                     "calib": "tcpt" if "--calib" in words else None, "backbone": "ViT-B/16",
-                    "config": "vit_b16_ep50", "max_epoch": 50}
+                    "config": "vit_b16_ep50", "max_epoch": 50,
+                    "identity": checker.expected(run.args, model_args=base)}  # what train.py would record
             (run.out_dir / "results.json").write_text(json.dumps(
                 {"metrics": {"accuracy": acc + info["seed"], "ece": 3.0}, "run": info, "split": "test"}))
 
@@ -185,6 +190,7 @@ def test_second_invocation_skips_finished_runs(tmp_path, capsys, monkeypatch):
         raise AssertionError("a finished run was started again")
 
     monkeypatch.setattr(subprocess, "run", no_subprocess)
+    monkeypatch.setattr(children, "start", no_subprocess)
     t0 = time.time()
     assert sweep.main(["base2novel", "coop", "caltech101"], env=env) == 0
     assert time.time() - t0 < 10

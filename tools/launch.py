@@ -147,10 +147,20 @@ def run_local(jobs: list[Job], gpus: list[str], poll: float = 0.2, out: TextIO |
     def say(msg: str) -> None:
         print(msg, file=out, flush=True)
 
+    from tools import children
+    from tools.run_status import Checker, train_args
+
     state: dict[int, str] = {}  # index -> done | failed | running
     todo = []
+    checker = Checker()
     for job in jobs:
-        if job.done:
+        args = train_args(job.argv)
+        dep = next((train_args(j.argv) for j in jobs if j.index in job.deps), None)
+        status, diffs = checker.status(job.output_dir, args, dep) if (job.done and args is not None) else (
+            "done" if job.done else "missing", [])
+        if status == "stale":
+            say(f"stale record: {job.label} (differs in: {'; '.join(diffs)}); running it again")
+        if status == "done":
             state[job.index] = "done"
         elif (why := blocked_reason(job, jobs)) is not None:
             state[job.index] = "failed"
@@ -185,8 +195,8 @@ def run_local(jobs: list[Job], gpus: list[str], poll: float = 0.2, out: TextIO |
                             argv[0] = sys.executable
                         job.output_dir.mkdir(parents=True, exist_ok=True)
                         log = open(job.output_dir / "console.log", "w")
-                        proc = subprocess.Popen(argv, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
-                                                env=env)
+                        proc = children.start(argv, stdout=log, stderr=subprocess.STDOUT,
+                                              stdin=subprocess.DEVNULL, env=env)  # own process group
                         state[job.index] = "running"
                         running[slot] = (job, proc, time.time(), log)
                         say(f"[{started}/{total}] start on {slot}: {job.label}")
@@ -209,10 +219,9 @@ def run_local(jobs: list[Job], gpus: list[str], poll: float = 0.2, out: TextIO |
                         f"{_tail(job.output_dir / 'console.log')}\n    command: {job.line}")
             if todo or running:
                 time.sleep(poll)
-    except KeyboardInterrupt:
+    except (KeyboardInterrupt, children.Terminated):
         for job, proc, _, log in running.values():
-            proc.terminate()
-            proc.wait()
+            children.stop(proc)  # SIGTERM to its group, SIGKILL after a grace period
             log.close()
         say("interrupted; rerun the same command to resume (finished runs are skipped)")
         return 130
@@ -373,7 +382,10 @@ def main(argv: Sequence[str] | None = None, stdin: TextIO | None = None) -> int:
             gpus = [g.strip() for g in args.gpus.split(",") if g.strip()]
             if not gpus:
                 raise LaunchError("--gpus is empty; e.g. --gpus 0,1 or --gpus cpu")
-            return run_local(jobs, gpus)
+            from tools import children
+
+            with children.raise_on_terminate():  # SIGTERM/SIGHUP stop the children as Ctrl-C does
+                return run_local(jobs, gpus)
         if args.setup is None:
             venv = os.environ.get("VIRTUAL_ENV")
             args.setup = f"source {shlex.quote(venv)}/bin/activate" if venv else ""

@@ -15,7 +15,8 @@ per source of the prompts (trained on the dataset itself, on another dataset, or
 - Avg is the mean of the per-dataset means (a row missing datasets says ``(k/11 datasets)``); HM = 2BN/(B+N) of
   the seed means, per dataset and, for Avg, of the averaged base and novel accuracy (over datasets having both).
 - Runs that differ in protocol are never averaged together: a table per (shots, backbone), a block per (method,
-  config, epochs), and runs of one variant whose ``calib_params`` differ become separate rows.
+  config, epochs, result-changing command-line options: ``run.identity.options_id``, shown as ``opts <id>`` when
+  two blocks differ only in it), and runs of one variant whose ``calib_params`` differ become separate rows.
 - Post-hoc results next to a run (``results_<method>.json`` from tools/calibrate.py) are variants ``<calib>+<m>``.
 - ``--reference tcpt`` adds the paper's numbers (tools/reference/tcpt_readme.json) and our difference under each
   row of a matching protocol (ViT-B/16, 16 shots); the paper's Avg is recomputed, its printed value shown beside.
@@ -41,6 +42,7 @@ from tools.sweep import (BASE2NOVEL_DATASETS, DATASETS, DOMAIN_TARGETS, METHODS,
                          resolve_dataset, resolve_method)
 
 REFERENCE_DIR = Path(__file__).resolve().parent / "reference"
+PREVIOUS = "previous"  # where a rerun moves a run's old record (trainers/run_folder.py)
 REFERENCES = {"tcpt": "tcpt_readme.json"}
 
 BENCHMARK = tuple(DATASETS[d] for d in BASE2NOVEL_DATASETS)
@@ -84,6 +86,7 @@ class Record:
     posthoc: str | None        # post-hoc method of a results_<m>.json, else None
     model_dir: str | None
     weights: str | None = None  # run.backbone_weights: a fingerprint of the frozen CLIP's weights
+    options_id: str | None = None  # run.identity.options_id: the result-changing command-line options
 
     @property
     def zero_shot(self) -> bool:
@@ -112,7 +115,8 @@ def _record(path: Path, data: dict, run: dict, posthoc: str | None) -> Record:
                   shots=run.get("shots"), backbone=str(run.get("backbone") or "?"),
                   config=str(run.get("config") or "?"), max_epoch=run.get("max_epoch"), calib=calib,
                   calib_params=json.dumps(params, sort_keys=True) if params else "", posthoc=posthoc,
-                  model_dir=run.get("model_dir") or None, weights=run.get("backbone_weights") or None)
+                  model_dir=run.get("model_dir") or None, weights=run.get("backbone_weights") or None,
+                  options_id=(run.get("identity") or {}).get("options_id") or None)
 
 
 def load_records(root: str | Path) -> tuple[list[Record], list[str]]:
@@ -121,7 +125,8 @@ def load_records(root: str | Path) -> tuple[list[Record], list[str]]:
     root = Path(root)
     if not root.exists():
         raise ResultsError(f"{root} does not exist; pass the sweep's OUTPUT folder (default: output)")
-    files = [root] if root.is_file() else sorted(root.rglob("results.json"))
+    files = [root] if root.is_file() else sorted(p for p in root.rglob("results.json")  # not moved-aside records
+                                                 if PREVIOUS not in p.relative_to(root).parts[:-1])
     records, notes = [], []
     for path in files:
         try:
@@ -189,14 +194,17 @@ class Block:
     trainer: str
     config: str
     max_epoch: Any
+    options_id: str | None = None   # runs of other command-line options are another block
     rows: dict[tuple, Row] = field(default_factory=dict)
     seeds: set = field(default_factory=set)
+    show_options: bool = False      # set when another block of the table differs only in its options
 
     @property
     def label(self) -> str:
+        opts = f", opts {self.options_id or 'none'}" if self.show_options else ""
         if self.trainer == ZERO_SHOT:
-            return f"{self.trainer} [{self.config}]"
-        return f"{self.trainer} [{self.config}, {'?' if self.max_epoch is None else self.max_epoch} ep]"
+            return f"{self.trainer} [{self.config}{opts}]"
+        return f"{self.trainer} [{self.config}, {'?' if self.max_epoch is None else self.max_epoch} ep{opts}]"
 
     def cell(self, row: Row, sub: str, source: str, dataset: str, metric: str) -> Cell:
         recs = row.records.get((sub, source, dataset), {})
@@ -289,6 +297,10 @@ def build_groups(records: Sequence[Record], notes: list[str]) -> list[Group]:
             _add(groups[(r.kind, r.shots, r.backbone)], r, source_of(r), notes)
     for g in groups.values():
         _note_mixed_weights(g, notes)
+        for b in g.blocks.values():  # blocks that differ only in their options say which options they ran
+            b.show_options = any(o is not b and o.options_id != b.options_id and
+                                 (o.trainer, o.config, o.max_epoch) == (b.trainer, b.config, b.max_epoch)
+                                 for o in g.blocks.values())
     for g in groups.values():  # label rows whose calib params differ within one variant
         for b in g.blocks.values():
             by_variant = defaultdict(list)
@@ -319,7 +331,7 @@ def _note_mixed_weights(g: Group, notes: list[str]) -> None:
 
 
 def _add(g: Group, r: Record, source: str, notes: list[str]) -> None:
-    bkey = (r.trainer, r.config, None if r.zero_shot else r.max_epoch)
+    bkey = (r.trainer, r.config, None if r.zero_shot else r.max_epoch, r.options_id)
     block = g.blocks.setdefault(bkey, Block(*bkey))
     block.seeds.add(r.seed)
     rkey = (r.variant, r.calib_params)
@@ -560,7 +572,7 @@ def summary_tables(g: Group) -> list[Table]:
 def _blocks(g: Group) -> list[Block]:
     def key(b: Block):
         m = METHOD_ORDER.index(b.trainer) if b.trainer in METHOD_ORDER else len(METHOD_ORDER)
-        return (m, b.trainer, b.config, str(b.max_epoch))
+        return (m, b.trainer, b.config, str(b.max_epoch), b.options_id or "")
     return sorted(g.blocks.values(), key=key)
 
 
@@ -622,6 +634,7 @@ def to_json(groups: list[Group], metrics: list[str]) -> dict:
                                    "avg": {k: v for k, v in hm["avg"].items() if k != "text"}}
                 rows.append(entry)
             blocks.append({"trainer": block.trainer, "config": block.config, "max_epoch": block.max_epoch,
+                           "options_id": block.options_id,
                            "label": block.label, "seeds": sorted(block.seeds, key=str), "variants": rows})
         out.append({"kind": g.kind, "shots": g.shots, "backbone": g.backbone, "header": g.header,
                     "datasets": datasets, "blocks": blocks})

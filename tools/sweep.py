@@ -11,13 +11,20 @@ Settings come from the environment (the scripts' interface):
 ``DATA`` (./data), ``OUTPUT`` (output), ``SEEDS`` ("1 2 3"), ``SHOTS`` (16; few_shot: "1 2 4 8 16"),
 ``CALIB`` (both | on | off | mbls | zs_norm | penalty, or several separated by spaces/commas), ``CFG`` (the
 method's config name), ``BACKBONE``, ``OPTS`` (extra ``KEY VALUE`` pairs for every run), ``DRY_RUN=1`` (print
-the train.py commands, one per line, run nothing), ``STOP_ON_ERROR=1`` (stop at the first failed run instead
+the train.py commands, one per line, run nothing; runs whose record is stale are named on stderr),
+``ON_MISMATCH`` (rerun | error: what to do with a run whose record was made by another identity),
+``STOP_ON_ERROR=1`` (stop at the first failed run instead
 of going on with the next one), ``PYTHON`` (the interpreter named in printed commands, default ``python``).
 Zero-shot CLIP (``zsclip``) trains nothing: one eval-only run per split and dataset (the first seed,
 ``NUM_SHOTS 0``), whatever SEEDS, SHOTS and CALIB say.
 
-A run whose ``results.json`` exists is complete and skipped; any other run is (re)started in its folder, where
-train.py resumes from its last checkpoint. train.py's output goes to ``<run dir>/console.log`` (stdout+stderr of
+A run whose ``results.json`` records the identity the run would have now (resolved config, data split, code and
+library versions, the prompts it evaluates: trainers/identity.py) is complete and skipped; a record of another
+identity is stale: the sweep names what differs and runs it again (``ON_MISMATCH=error``: refuses, counted as a
+failure); any other run is (re)started in its folder, where train.py resumes from its last checkpoint. ``OPTS`` put
+a short id of the options into the folder name (``<cfg>..._<id8>``), so runs of other options never share a folder.
+Children run in their own process group and end with the sweep (SIGINT/SIGTERM: SIGTERM, then SIGKILL; a killed
+sweep: the kernel's parent-death signal, tools/children.py). train.py's output goes to ``<run dir>/console.log`` (stdout+stderr of
 the last attempt; ``log.txt`` is train.py's own log); the console shows one progress line per unit (a training
 run and the evaluations of its prompts) and one result line per run. A failed run prints the tail of its
 console.log and its command; the evaluations that need its prompts are skipped, the sweep goes on (or stops with
@@ -239,6 +246,7 @@ class Settings:
     dry_run: bool = False
     stop_on_error: bool = False
     python: str = "python"
+    on_mismatch: str = "rerun"
 
     @classmethod
     def from_env(cls, env: Mapping[str, str]) -> "Settings":
@@ -250,6 +258,9 @@ class Settings:
                 cfg=get("CFG") or None, backbone=get("BACKBONE") or None, opts=parse_opts(env.get("OPTS", "")),
                 dry_run=get("DRY_RUN") not in ("", "0", "false", "no"),
                 stop_on_error=get("STOP_ON_ERROR") not in ("", "0", "false", "no"), python=get("PYTHON") or "python")
+        s.on_mismatch = get("ON_MISMATCH").lower() or "rerun"
+        if s.on_mismatch not in ("rerun", "error"):
+            raise SweepError(f"ON_MISMATCH={get('ON_MISMATCH')!r}: use rerun (run a stale run again) or error")
         if get("SHOTS"):
             s.shots = _ints(get("SHOTS"), "SHOTS")
         # DATASET.NUM_SHOTS in OPTS is the same setting as SHOTS: take it, so that the layout tells the truth
@@ -329,12 +340,21 @@ class Planner:
     def backbone(self, dataset: str) -> str | None:
         return self.s.backbone or DEFAULT_BACKBONE.get(dataset)
 
-    def cfg_name(self, config: Path, calib: str | None, backbone: str | None) -> str:
-        """``<cfg>[_<backbone>][_calib|_calib-<name>]``: the backbone part only when it is not the config's."""
+    def cfg_name(self, config: Path, calib: str | None, backbone: str | None, dataset: str | None = None) -> str:
+        """``<cfg>[_<backbone>][_calib|_calib-<name>][_<id8>]``: the backbone part only when it is not the
+        config's; the id of the result-changing options (trainers/identity.py) only when OPTS are given."""
         name = config.stem
         if backbone and backbone != config_backbone(config):
             name += f"_{path_token(backbone)}"
-        return name + calib_suffix(calib)
+        return name + calib_suffix(calib) + self.options_suffix(dataset)
+
+    def options_suffix(self, dataset: str | None) -> str:
+        if not self.s.opts:
+            return ""  # default paths keep the CoOp layout
+        from trainers.identity import options_id
+
+        found = options_id(DATASET_OPTS.get(dataset or "", []) + self.s.opts)
+        return f"_{found}" if found else ""
 
     def args(self, dataset: str, config: Path, seed: int, calib: str | None, out: Path, shots: int,
              subsample: str, model_dir: Path | None = None) -> list[str]:
@@ -366,7 +386,7 @@ class Planner:
             for seed in self.seeds:
                 for calib in self.variants:
                     rel = (Path(dataset) / f"shots_{shots}" / self.method.trainer /
-                           self.cfg_name(config, calib, self.backbone(dataset)) / f"seed{seed}")
+                           self.cfg_name(config, calib, self.backbone(dataset), dataset) / f"seed{seed}")
                     base = self.s.output / "base2new" / "train_base" / rel
                     new = self.s.output / "base2new" / "test_new" / rel
                     zs = self.method.zero_shot
@@ -385,7 +405,7 @@ class Planner:
         units = []
         for seed in self.seeds:
             for calib in self.variants:
-                folder = f"{self.cfg_name(config, calib, self.backbone(SOURCE_DATASET))}_{shots}shots"
+                folder = f"{self.cfg_name(config, calib, self.backbone(SOURCE_DATASET), SOURCE_DATASET)}_{shots}shots"
                 src = self.s.output / SOURCE_DATASET / self.method.trainer / folder / f"seed{seed}"
                 runs = [Run(src, self.args(SOURCE_DATASET, config, seed, calib, src, shots, "all"),
                             "zero-shot" if self.method.zero_shot else "train")]
@@ -404,7 +424,7 @@ class Planner:
         for shots in self.shots(self.s.shots or FEW_SHOT_KS):
             for seed in self.seeds:
                 for calib in self.variants:
-                    folder = f"{self.cfg_name(config, calib, self.backbone(dataset))}_{shots}shots"
+                    folder = f"{self.cfg_name(config, calib, self.backbone(dataset), dataset)}_{shots}shots"
                     out = self.s.output / dataset / self.method.trainer / folder / f"seed{seed}"
                     runs = [Run(out, self.args(dataset, config, seed, calib, out, shots, "all"),
                                 "zero-shot" if self.method.zero_shot else "train")]
@@ -438,17 +458,40 @@ def tail(path: Path, n: int = 20) -> str:
     return "\n".join("    " + line for line in lines[-n:])
 
 
+def run_status(run: Run, runs: Sequence[Run], checker) -> tuple[str, list[str]]:
+    """("done" | "stale" | "missing", differences) of a run's record against what the run would be now."""
+    base = next((r for r in runs if r.out_dir == run.depends), None) if run.depends is not None else None
+    return checker.status(run.out_dir, run.args, base.args if base is not None else None)
+
+
 def execute(units: Sequence[Unit], s: Settings, python: str | None = None) -> int:
-    """Run every unfinished run in order; 0 when all runs are complete at the end, else 1."""
+    """Run every unfinished or stale run in order; 0 when all runs are complete at the end, else 1."""
+    from tools import children
+    from tools.run_status import Checker
+
     python = python or sys.executable
     failed: list[Run] = []
     total = len(units)
+    checker = Checker()
     for i, unit in enumerate(units, 1):
         print(f"[{i}/{total}] {unit.label}", flush=True)
         for run in unit.runs:
             head = f"  {run.kind:<20}"
-            if run.done:
+            state, diffs = run_status(run, unit.runs, checker)
+            if state == "done":
                 print(f"{head} done already  {result_line(run.out_dir)}", flush=True)
+                continue
+            if state == "stale":
+                what = f"{head} stale record (differs in: {'; '.join(diffs)})"
+                if s.on_mismatch == "error":
+                    print(f"{what}; not run again (ON_MISMATCH=error): {run.out_dir}", flush=True)
+                    failed.append(run)
+                    continue
+                print(f"{what}; running it again", flush=True)
+            if run.depends is not None and (run.depends / "results.json").is_file() and any(
+                    r.out_dir == run.depends for r in failed):
+                print(f"{head} skipped: its training run {run.depends} is stale or failed", flush=True)
+                failed.append(run)
                 continue
             if run.depends is not None and not (run.depends / "results.json").is_file():
                 print(f"{head} skipped: its training run {run.depends} did not finish", flush=True)
@@ -458,12 +501,13 @@ def execute(units: Sequence[Unit], s: Settings, python: str | None = None) -> in
             log = run.out_dir / "console.log"
             t0 = time.time()
             try:
-                with open(log, "w") as f:
-                    rc = subprocess.run(run.argv(python), stdout=f, stderr=subprocess.STDOUT,
-                                        stdin=subprocess.DEVNULL).returncode
-            except KeyboardInterrupt:
-                print(f"\ninterrupted during {run.out_dir}; rerun the same command to resume", flush=True)
-                return 130
+                with open(log, "w") as f, children.raise_on_terminate():
+                    rc = children.run(run.argv(python), stdout=f, stderr=subprocess.STDOUT,
+                                      stdin=subprocess.DEVNULL)
+            except (KeyboardInterrupt, children.Terminated) as e:
+                print(f"\ninterrupted during {run.out_dir} (its train.py was stopped); rerun the same command to "
+                      "resume", flush=True)
+                return 143 if isinstance(e, children.Terminated) else 130
             took = _fmt_seconds(time.time() - t0)
             if rc == 0 and run.done:
                 print(f"{head} {result_line(run.out_dir)}  ({took})  {run.out_dir}", flush=True)
@@ -530,9 +574,15 @@ def main(argv: Sequence[str] | None = None, env: Mapping[str, str] | None = None
         print(f"error: {e}", file=sys.stderr)
         return 2
     if s.dry_run:
+        from tools.run_status import Checker
+
+        checker = Checker()
         for unit in units:
             for run in unit.runs:
                 print(run.command(s.python))
+                state, diffs = run_status(run, unit.runs, checker) if run.done else ("missing", [])
+                if state == "stale":
+                    print(f"# stale record in {run.out_dir}: differs in {'; '.join(diffs)}", file=sys.stderr)
         return 0
     configs = {Path(run.args[run.args.index("--dataset-config-file") + 1]).stem
                for unit in units for run in unit.runs if "--dataset-config-file" in run.args}
@@ -543,7 +593,7 @@ def main(argv: Sequence[str] | None = None, env: Mapping[str, str] | None = None
               "folders for imagefolder)", file=sys.stderr)
         return 2
     rc = execute(units, s)
-    if rc == 130:
+    if rc in (130, 143):
         return rc
     print(flush=True)
     from tools import parse_results

@@ -507,6 +507,7 @@ class PromptTrainer(TrainerX):
             "skipped": skipped,
             "split_sha256": getattr(self.dm.dataset, "split_sha256", None),
             "git_commit": record.git_commit(),
+            "identity": getattr(self, "identity", None),
             "versions": record.versions(),
             "timings": {"train_seconds": getattr(self, "_train_seconds", None), "eval_seconds": eval_seconds},
         }
@@ -528,9 +529,13 @@ class PromptTrainer(TrainerX):
 
     def checkpoint_meta(self) -> dict[str, Any]:
         node = self.method_cfg
-        return {"trainer": self.cfg.TRAINER.NAME, "backbone": self.cfg.MODEL.BACKBONE.NAME,
+        meta = {"trainer": self.cfg.TRAINER.NAME, "backbone": self.cfg.MODEL.BACKBONE.NAME,
                 "method_cfg": {k: v for k, v in node.items()}, "classnames": list(self.dm.dataset.classnames),
                 "precision": self.precision}
+        ident = getattr(self, "identity", None)
+        if ident:  # what made these prompts (trainers/identity.py), without the config (stored as "config")
+            meta["identity"] = {k: v for k, v in ident.items() if k not in ("config", "options")}
+        return meta
 
     def _rng_generators(self) -> dict:
         return {"train_loader_x": getattr(self.train_loader_x, "generator", None)}
@@ -554,7 +559,8 @@ class PromptTrainer(TrainerX):
                  "rng": get_rng_state(self._rng_generators())},
                 osp.join(directory, name), is_best=is_best, model_name=model_name)
 
-    def _checkpoint_path(self, directory: str, name: str, epoch: int | None) -> str:
+    @staticmethod
+    def _checkpoint_path(directory: str, name: str, epoch: int | None) -> str:
         folder = osp.join(directory, name)
         if epoch is not None:
             return osp.join(folder, f"model.pth.tar-{epoch}")
@@ -613,6 +619,7 @@ class PromptTrainer(TrainerX):
             self._load_state(checkpoint, path)
             self._loaded_from = osp.abspath(directory)
             self._loaded_epoch = checkpoint.get("epoch")
+            self._loaded_identity = ((checkpoint.get("meta") or {}).get("identity") or {}).get("id")
             print(f'Loading weights to {name} from "{path}" (epoch = {checkpoint.get("epoch")})')
 
     def _check_resume_config(self, checkpoint: dict, path: str) -> None:
@@ -628,6 +635,33 @@ class PromptTrainer(TrainerX):
                 f"cannot resume from {path}: it was saved by a run with another config ({'; '.join(diffs[:8])}"
                 f"{'; ...' if len(diffs) > 8 else ''}). Rerun with the checkpoint's settings to resume it, or use "
                 f"another --output-dir (or delete {osp.dirname(path)}) to train from scratch")
+
+    def resume_plan(self) -> list[str]:
+        """Check, before the run folder is touched, the checkpoints a training run would resume: a config
+        mismatch raises (see :meth:`_check_resume_config`); checkpoints made by other code, libraries or data (their
+        ``meta.identity``, trainers/identity.py; none recorded counts as other) are returned: they are moved aside
+        and training starts from scratch, so a stale run is never finished with new code."""
+        directory = self.cfg.RESUME or self.output_dir
+        stale = []
+        for name in self.get_model_names():
+            pointer = osp.join(directory, name, CHECKPOINT_POINTER)
+            if not osp.exists(pointer):
+                continue
+            with open(pointer) as f:
+                path = osp.join(directory, name, f.readline().strip())
+            if not osp.exists(path):
+                continue
+            checkpoint = load_checkpoint(path)
+            self._check_resume_config(checkpoint, path)
+            made = (checkpoint.get("meta") or {}).get("identity") or {}
+            ours = getattr(self, "identity", None) or {}
+            keys = ("code_sha256", "versions", "split_sha256")
+            if ours and any(made.get(k) != ours.get(k) for k in keys):
+                if osp.abspath(directory) != osp.abspath(self.output_dir):
+                    raise UserError(f"cannot resume from {path}: it was made by other code, libraries or data "
+                                    f"(trainers/identity.py); drop --resume to train from scratch")
+                stale.append(osp.join(directory, name))
+        return stale
 
     def resume_model_if_exist(self, directory):
         """Resume from the last checkpoint saved (the ``checkpoint`` pointer): parameters, optimizer, scheduler and

@@ -1,7 +1,8 @@
 """The run record (DESIGN §4.5): ``results.json`` and ``predictions.npz`` written atomically.
 
-``results.json`` is written last, so its presence means the run is complete (sweeps skip such runs); a run that
-starts removes a stale one first.
+``results.json`` is written last, so its presence means the run is complete (sweeps skip such runs when its
+``run.identity`` is current, trainers/identity.py); a rerun moves the previous record aside first, once it is
+validated (trainers/run_folder.py).
 """
 from __future__ import annotations
 
@@ -47,13 +48,6 @@ def versions() -> dict[str, str]:
     except Exception:  # pragma: no cover - version lookup is best effort
         pass
     return info
-
-
-def clear(output_dir: str | os.PathLike) -> None:
-    """Remove a stale ``results.json`` so an interrupted rerun never looks complete."""
-    path = Path(output_dir) / RESULTS
-    if path.exists():
-        path.unlink()
 
 
 def write_predictions(output_dir: str | os.PathLike, arrays: dict[str, Any]) -> Path:

@@ -1,0 +1,91 @@
+"""Child train.py processes that never outlive the sweep or launcher that started them (issue 14, item 2).
+
+- :func:`start` runs a child in its own session (process group), so a terminal's Ctrl-C reaches the parent only
+  and the parent decides; on Linux the child also asks the kernel for SIGTERM when its parent dies
+  (``prctl(PR_SET_PDEATHSIG)`` through ctypes), so even a SIGKILLed parent leaves no child behind to overwrite a
+  run record. Elsewhere (macOS) only the signal path below applies.
+- :func:`stop` ends a child's whole group: SIGTERM, then SIGKILL after ``grace`` seconds.
+- :func:`raise_on_terminate` turns SIGTERM (and SIGHUP) into :class:`Terminated` in the parent, so the same
+  ``except`` that handles Ctrl-C stops the children.
+"""
+from __future__ import annotations
+
+import contextlib
+import os
+import signal
+import subprocess
+import sys
+from typing import Iterator, Sequence
+
+GRACE_SECONDS = 10.0
+PR_SET_PDEATHSIG = 1
+
+
+class Terminated(BaseException):
+    """The parent got SIGTERM/SIGHUP (a BaseException, like KeyboardInterrupt)."""
+
+    def __init__(self, signum: int):
+        super().__init__(signum)
+        self.signum = signum
+
+
+def _die_with_parent(parent: int) -> None:  # runs in the child between fork and exec
+    try:
+        import ctypes
+
+        libc = ctypes.CDLL(None, use_errno=True)
+        libc.prctl(PR_SET_PDEATHSIG, signal.SIGTERM, 0, 0, 0)
+    except Exception:
+        return
+    if os.getppid() != parent:  # the parent died before prctl took effect
+        os._exit(143)
+
+
+def start(argv: Sequence[str], **popen_kwargs) -> subprocess.Popen:
+    parent = os.getpid()
+    preexec = (lambda: _die_with_parent(parent)) if sys.platform.startswith("linux") else None
+    return subprocess.Popen(list(argv), start_new_session=True, preexec_fn=preexec, **popen_kwargs)
+
+
+def stop(proc: subprocess.Popen, grace: float = GRACE_SECONDS) -> int:
+    """End ``proc`` and its process group; its exit code."""
+    for sig, wait in ((signal.SIGTERM, grace), (signal.SIGKILL, None)):
+        if proc.poll() is not None:
+            break
+        with contextlib.suppress(ProcessLookupError, PermissionError):
+            os.killpg(proc.pid, sig)
+        try:
+            proc.wait(timeout=wait)
+        except subprocess.TimeoutExpired:
+            continue
+    with contextlib.suppress(ProcessLookupError, PermissionError):  # leftovers of the group (loader workers)
+        os.killpg(proc.pid, signal.SIGKILL)
+    return proc.wait()
+
+
+@contextlib.contextmanager
+def raise_on_terminate() -> Iterator[None]:
+    def handler(signum, frame):
+        raise Terminated(signum)
+
+    saved = {}
+    for sig in (signal.SIGTERM, signal.SIGHUP):
+        try:
+            saved[sig] = signal.signal(sig, handler)
+        except (ValueError, OSError):  # not the main thread
+            pass
+    try:
+        yield
+    finally:
+        for sig, old in saved.items():
+            signal.signal(sig, old)
+
+
+def run(argv: Sequence[str], grace: float = GRACE_SECONDS, **popen_kwargs) -> int:
+    """:func:`start` and wait; an exception while waiting (Ctrl-C, :class:`Terminated`) stops the child first."""
+    proc = start(argv, **popen_kwargs)
+    try:
+        return proc.wait()
+    except BaseException:
+        stop(proc, grace)
+        raise
