@@ -95,10 +95,13 @@ def test_the_trainer_refuses_to_train_without_epochs(data_root, tmp_path):
 
 
 @pytest.mark.parametrize("epochs", ["0", "-3"])
-def test_eval_only_and_zero_shot_work_with_any_max_epoch(data_root, trained, tmp_path, epochs):
+def test_eval_only_and_zero_shot_work_with_any_max_epoch(data_root, trained, tmp_path, epochs, capsys):
     opts = ("OPTIM.MAX_EPOCH", epochs)
+    # Eval-only of trained prompts takes MAX_EPOCH from the checkpoint (issue 14 item 4): a contradicting value is
+    # the checkpoint's error, not the "cannot train" one, which would wrongly name training.
+    rc, err = run(argv(data_root, tmp_path / "eval", "--eval-only", "--model-dir", trained, opts=opts), capsys)
+    assert rc != 0 and "the checkpoint was trained with" in err and "at least 1" not in err
     cases = {
-        "eval-only": argv(data_root, tmp_path / "eval", "--eval-only", "--model-dir", trained, opts=opts),
         "zero-shot": argv(data_root, tmp_path / "zero-shot", opts=opts, trainer="ZeroshotCLIP"),
         "zero-shot eval-only": argv(data_root, tmp_path / "zs-eval", "--eval-only", opts=opts, trainer="ZeroshotCLIP"),
     }
