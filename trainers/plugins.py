@@ -86,6 +86,7 @@ def import_file(path: str | os.PathLike, strict: bool = True) -> list[str]:
             raise
         IMPORT_FAILURES[str(path)] = str(exc)
         print(f"Warning: {exc}; the other methods work.", file=sys.stderr)
+        _LOADED[key] = []  # reported once per process
         return []
     _LOADED[key] = names
     return names

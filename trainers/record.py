@@ -1,7 +1,9 @@
 """The run record (DESIGN §4.5): ``results.json`` and ``predictions.npz`` written atomically.
 
 ``results.json`` is written last, so its presence means the run is complete (sweeps skip such runs); a run that
-starts removes a stale one first.
+starts removes a stale one first. :func:`write_run_record` and :func:`run_info` are shared by every trainer:
+``PromptTrainer`` and plain Dassl ``TrainerX`` subclasses (ported CoOp-family files), whose test logits the
+engine collects (dassl/engine/trainer.py).
 """
 from __future__ import annotations
 
@@ -82,3 +84,52 @@ def _jsonable(obj):
     if isinstance(obj, tuple):
         return list(obj)
     return str(obj)
+
+
+def method_precision(trainer) -> str | None:
+    """``TRAINER.<node>.PREC`` of a trainer that does not say its precision: its ``cfg_node``, else the upper-case
+    trainer name (the CoOp-family convention); None when there is no such key."""
+    cfg = trainer.cfg
+    node = cfg.TRAINER.get(getattr(trainer, "cfg_node", None) or str(cfg.TRAINER.NAME).upper())
+    return node.get("PREC") if node is not None and hasattr(node, "get") else None
+
+
+def run_info(trainer, eval_seconds: float) -> dict[str, Any]:
+    """``results.json``'s ``run`` block of ``trainer`` (a PromptTrainer or any Dassl trainer: what it lacks is None)."""
+    cfg = trainer.cfg
+    calib = (cfg.TRAINER.CALIB.NAME if "CALIB" in cfg.TRAINER else "") or None
+    fingerprint = getattr(trainer, "backbone_fingerprint", None)
+    dataset = trainer.dm.dataset
+    return {
+        "trainer": cfg.TRAINER.NAME,
+        "dataset": cfg.DATASET.NAME,
+        "subsample": cfg.DATASET.get("SUBSAMPLE_CLASSES", "all"),
+        "shots": cfg.DATASET.NUM_SHOTS,
+        "seed": cfg.SEED,
+        "calib": calib,
+        "calib_params": dict(cfg.TRAINER.CALIB) if calib else None,
+        "backbone": cfg.MODEL.BACKBONE.NAME,
+        "backbone_weights": fingerprint() if callable(fingerprint) else None,
+        "precision": getattr(trainer, "precision", None) or method_precision(trainer),
+        "config": cfg.get("CONFIG_NAME", "") or None,
+        "max_epoch": cfg.OPTIM.MAX_EPOCH,
+        "model_dir": getattr(trainer, "_loaded_from", None),
+        "load_epoch": getattr(trainer, "_loaded_epoch", None),
+        "num_classes": len(dataset.classnames),
+        "num_test": len(dataset.test),
+        "split_sha256": getattr(dataset, "split_sha256", None),
+        "git_commit": git_commit(),
+        "versions": versions(),
+        "timings": {"train_seconds": getattr(trainer, "_train_seconds", None), "eval_seconds": eval_seconds},
+    }
+
+
+def write_run_record(trainer, results: dict[str, Any], arrays: dict[str, Any], eval_seconds: float) -> None:
+    """``predictions.npz`` (``arrays`` plus the class names) then ``results.json`` (metrics + ``trainer.run_info``)."""
+    arrays = dict(arrays)
+    arrays.setdefault("classnames", np.array(trainer.dm.dataset.classnames))
+    write_predictions(trainer.output_dir, arrays)
+    metrics = {k: v for k, v in results.items() if isinstance(v, (int, float))}
+    info = trainer.run_info(eval_seconds) if hasattr(trainer, "run_info") else run_info(trainer, eval_seconds)
+    write_results(trainer.output_dir, {"metrics": metrics, "split": "test", "run": info})
+    print(f"Run record written to {trainer.output_dir}")
