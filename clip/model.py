@@ -11,10 +11,11 @@ place by :func:`openai_compatible` (same modules, same parameters, same state-di
   standard CoOp ``TextEncoder`` (``x.permute(1, 0, 2)``; ``self.transformer(x)``; ``x.permute(1, 0, 2)``) therefore
   computes CLIP's text features. Its blocks are open_clip's, unchanged: ``clip.TextEncoder`` runs them directly;
   ``model.transformer.forward_batch_first(x, attn_mask)`` is open_clip's own call;
-- ``model.visual.input_resolution``: the input size in pixels (an int).
-
-``model.visual.transformer`` stays open_clip's (batch-first): code that walks the image tower's blocks itself
-should use ``clip.VisionEncoder`` (visual prompts, deep prompts) instead (docs/adding_a_method.md, "Porting").
+- ``model.visual.input_resolution``: the input size in pixels (an int);
+- ViT image towers: ``model.visual.transformer(x)`` is sequence-first too (no mask), so VPT-style code that walks
+  the tower itself (``conv1`` ... ``ln_pre``; ``x.permute(1, 0, 2)``; ``transformer``; ``ln_post``) computes CLIP's
+  features; ``model.visual(x)`` runs open_clip's own steps (``_embeds``, the blocks, ``_pool``, ``proj``). With an
+  open_clip older than 3.0 (no ``_embeds``/``_pool``) the image tower is left batch-first.
 """
 from __future__ import annotations
 
@@ -24,6 +25,7 @@ import torch
 import torch.nn.functional as F
 from open_clip import model as _oc
 from open_clip.transformer import Transformer as _OCTransformer
+from open_clip.transformer import VisionTransformer as _OCVisionTransformer
 
 from .build import build_clip, config_from_state_dict
 
@@ -32,8 +34,9 @@ NON_WEIGHT_KEYS = ("input_resolution", "context_length", "vocab_size", "attn_mas
 
 
 class SequenceFirstTransformer(_OCTransformer):
-    """An open_clip text ``Transformer`` with OpenAI's call: ``forward(x [L, N, D]) -> [L, N, D]``, the causal mask
-    (buffer ``attn_mask``) applied inside. Set on a model's text transformer by :func:`openai_compatible`."""
+    """An open_clip ``Transformer`` with OpenAI's call: ``forward(x [L, N, D]) -> [L, N, D]``, its mask (buffer
+    ``attn_mask``: the causal mask of the text tower, None in the image tower) applied inside. Set on a model's
+    transformers by :func:`openai_compatible`."""
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:  # noqa: D401 - OpenAI's signature: no mask argument
         if x.dim() != 3:
@@ -46,6 +49,19 @@ class SequenceFirstTransformer(_OCTransformer):
     def forward_batch_first(self, x: torch.Tensor, attn_mask: Optional[torch.Tensor] = None) -> torch.Tensor:
         """open_clip's own ``Transformer.forward``: ``[N, L, D]``, the mask given explicitly."""
         return _OCTransformer.forward(self, x, attn_mask=attn_mask)
+
+
+class VisionTransformer(_OCVisionTransformer):
+    """open_clip's ViT image tower whose ``transformer`` is sequence-first (OpenAI's); its own forward is
+    open_clip's, step by step, with the blocks run batch-first."""
+
+    def forward(self, x: torch.Tensor):
+        x = self._embeds(x)
+        x = self.transformer.forward_batch_first(x)
+        pooled, tokens = self._pool(x)
+        if self.proj is not None:
+            pooled = pooled @ self.proj
+        return (pooled, tokens) if self.output_tokens else pooled
 
 
 class CLIP(_oc.CLIP):
@@ -83,6 +99,12 @@ def openai_compatible(model: _oc.CLIP) -> _oc.CLIP:
     if type(transformer) is _OCTransformer:
         transformer.__class__ = SequenceFirstTransformer
         transformer.register_buffer("attn_mask", model.attn_mask, persistent=False)
+    visual = model.visual
+    if (type(visual) is _OCVisionTransformer and type(visual.transformer) is _OCTransformer
+            and hasattr(visual, "_embeds") and hasattr(visual, "_pool")):
+        visual.__class__ = VisionTransformer
+        visual.transformer.__class__ = SequenceFirstTransformer
+        visual.transformer.register_buffer("attn_mask", None, persistent=False)
     size = getattr(model.visual, "image_size", None)
     if size is not None and not hasattr(model.visual, "input_resolution"):
         model.visual.input_resolution = int(size if isinstance(size, int) else size[0])

@@ -70,6 +70,35 @@ def test_openai_idiom_text_and_image_features_equal_ours(idiom, name, precision)
         torch.testing.assert_close(model.encode_image(x).float(), image_ours.float(), atol=1e-5, rtol=0)  # casts
 
 
+def _idiom_vit(model, image, prompts=None):
+    """A VPT-style image forward in OpenAI's idiom: the tower walked by hand, visual prompts appended after the
+    patch tokens (no positional embedding), the blocks run sequence-first."""
+    v = model.visual
+    x = v.conv1(image.type(model.dtype))
+    x = x.reshape(x.shape[0], x.shape[1], -1).permute(0, 2, 1)  # [B, grid**2, width]
+    cls = v.class_embedding.to(x.dtype) + torch.zeros(x.shape[0], 1, x.shape[-1], dtype=x.dtype)
+    x = torch.cat([cls, x], dim=1) + v.positional_embedding.to(x.dtype)
+    if prompts is not None:
+        x = torch.cat([x, prompts.type(model.dtype).expand(x.shape[0], -1, -1)], dim=1)
+    x = v.ln_pre(x)
+    x = x.permute(1, 0, 2)  # NLD -> LND
+    x = v.transformer(x)
+    x = x.permute(1, 0, 2)  # LND -> NLD
+    return v.ln_post(x[:, 0, :]) @ v.proj
+
+
+@pytest.mark.parametrize("name", ["tiny-vit", "toy-clip"])
+@pytest.mark.parametrize("precision", ["fp32", "fp16"])
+def test_openai_idiom_image_tower_walk_equals_vision_encoder(name, precision):
+    model = clip.load(name, precision=precision)
+    enc = clip.VisionEncoder(model)
+    prompts = torch.randn(2, enc.width, generator=torch.Generator().manual_seed(3)) * 0.02
+    x = _images()
+    with torch.no_grad():
+        torch.testing.assert_close(_idiom_vit(model, x).float(), enc(x).float(), atol=1e-5, rtol=0)
+        torch.testing.assert_close(_idiom_vit(model, x, prompts).float(), enc(x, prompts).float(), atol=1e-5, rtol=0)
+
+
 def test_the_sequence_first_transformer_is_what_made_the_difference(idiom):
     """Run batch-first through the text blocks (what the idiom did on a plain open_clip model), the features are far
     from CLIP's: the test above can fail."""
@@ -119,6 +148,9 @@ def test_attribute_semantics():
         assert torch.equal(model.transformer(x2)[:40], y[:40]) and not torch.equal(model.transformer(x2)[40:], y[40:])
     with pytest.raises(TypeError):
         model.transformer(x, attn_mask=None)  # OpenAI's transformer takes no mask: loud, not silently batch-first
+    assert model.visual.transformer.attn_mask is None  # the image tower's: sequence-first, no mask
+    rn = clip.load("tiny-rn")
+    assert rn.visual.input_resolution == 224 and rn.dtype == torch.float32
 
 
 def test_openai_package_api(tmp_path):
