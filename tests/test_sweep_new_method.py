@@ -40,11 +40,19 @@ def new_method(tmp_path, monkeypatch):
     yaml = (REPO / "configs/trainers/CoOp/vit_b16_ep50.yaml").read_text().replace("N_CTX: 16", "N_CTX: 4")
     (folder / "sweepnew.yaml").write_text(yaml)
     monkeypatch.setenv("CALIB_PROMPT_TRAINERS", str(folder))
-    return folder
+    from dassl.engine import TRAINER_REGISTRY
+
+    before = set(TRAINER_REGISTRY.registered_names())
+    yield folder
+    for name in set(TRAINER_REGISTRY.registered_names()) - before:  # leave the registry as other tests expect it
+        del TRAINER_REGISTRY._obj_map[name]
 
 
 def test_the_built_in_methods_keep_their_names():
     assert list(sweep.METHODS)[:10] == list(sweep.PAPER_ORDER)
+    # the light name table (tools/parse_results.py reads it without importing the trainers) agrees with the classes
+    assert {u: sweep.METHODS[u].trainer for u in sweep.PAPER_ORDER} == sweep.PAPER_METHODS
+    assert sweep.trainer_name("KGCOOP") == "KgCoOp" and sweep.trainer_name("zsclip") == "ZeroshotCLIP"
     assert sweep.resolve_method("ZeroshotCLIP") == ("zsclip", sweep.Method("ZeroshotCLIP", "vit_b16"))
     assert "shifted" not in sweep.METHODS  # a registered trainer without sweep_config is not listed ...
 

@@ -58,8 +58,12 @@ class Method:
 
 
 ZERO_SHOT = "ZeroshotCLIP"
-#: the paper's table order of the built-in methods (sweep names); methods added later follow in registration order
-PAPER_ORDER = ("coop", "cocoop", "kgcoop", "prograd", "proda", "maple", "ivlp", "vpt", "promptsrc", "zsclip")
+#: the built-in methods' sweep names -> trainers, in the paper's table order (names only: each trainer class names
+#: its config). Read without importing the trainers (tools/parse_results.py); methods added later follow in
+#: registration order.
+PAPER_METHODS = {"coop": "CoOp", "cocoop": "CoCoOp", "kgcoop": "KgCoOp", "prograd": "ProGrad", "proda": "ProDA",
+                 "maple": "MaPLe", "ivlp": "IVLP", "vpt": "VPT", "promptsrc": "PromptSRC", "zsclip": ZERO_SHOT}
+PAPER_ORDER = tuple(PAPER_METHODS)
 
 
 class _RegistryMethods(collections.abc.Mapping):
@@ -142,6 +146,15 @@ def _unknown(kind: str, name: str, known: Sequence[str], fix: str) -> SweepError
     close = difflib.get_close_matches(name.lower(), list(known), n=1, cutoff=0.5)
     hint = f"; did you mean {close[0]!r}?" if close else ""
     return SweepError(f"unknown {kind} {name!r}{hint} Known: {', '.join(known)}. {fix}")
+
+
+def trainer_name(name: str) -> str:
+    """The trainer name of a method or trainer name, without importing the trainers when it is a built-in one."""
+    key = name.strip().lower()
+    for user, trainer in PAPER_METHODS.items():
+        if key in (user, trainer.lower()):
+            return trainer
+    return resolve_method(name)[1].trainer
 
 
 def resolve_method(name: str) -> tuple[str, Method]:
