@@ -5,7 +5,6 @@ give, on tiny-vit and toy-clip, in fp32 and fp16 (CPU fp16 kernels), and on a mo
 """
 from __future__ import annotations
 
-import importlib.util
 import sys
 from pathlib import Path
 
