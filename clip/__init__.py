@@ -21,5 +21,6 @@ from . import clip, model, simple_tokenizer  # noqa: E402  (OpenAI's submodules:
 
 __all__ = [
     "load", "available_models", "tokenize", "TextEncoder", "VisionEncoder", "register_backbone", "build_clip",
-    "read_state_dict", "build_model", "convert_weights", "openai_compatible", "OPENAI_MODELS", "PRECISIONS", "LOGIT_SCALE_INIT", "SOT_TOKEN", "EOT_TOKEN",
+    "read_state_dict", "build_model", "convert_weights", "openai_compatible", "OPENAI_MODELS", "PRECISIONS",
+    "LOGIT_SCALE_INIT", "SOT_TOKEN", "EOT_TOKEN",
 ]
