@@ -82,7 +82,8 @@ def test_new_method_through_the_script(new_method, tmp_path):
     done = subprocess.run(["bash", str(REPO / "scripts/base2novel.sh"), "sweepnew", "toy"], env=env, cwd=tmp_path,
                           capture_output=True, text=True, timeout=900)
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
-    runs = sorted((tmp_path / "out" / "base2new").glob("*/toy/shots_1/SweepNew/sweepnew_toy-clip_calib/seed1/results.json"))
+    layout = "*/toy/shots_1/SweepNew/sweepnew_toy-clip_calib/seed1/results.json"
+    runs = sorted((tmp_path / "out" / "base2new").glob(layout))
     assert len(runs) == 2
     for path in runs:
         run = json.loads(path.read_text())["run"]

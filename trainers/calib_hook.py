@@ -15,7 +15,8 @@ Three changes to such a file (docs/adding_a_method.md, "Porting a CoOp-family tr
 ``calib_loss`` adds exactly the objective ``PromptTrainer``'s shared step adds (calibration/regularizers.py), against
 the same frozen target ``F0`` (the dataset's single template, or TRAINER.CALIB.FROZEN_TEMPLATES ensemble); without
 --calib it is the sum of the method's terms. As in the shared step, a term named ``"ce"`` returned by the objective
-(ZS-Norm) replaces the method's ``"ce"``. The hook also puts ``zs_text_features`` and ``logit_scale`` into the run record.
+(ZS-Norm) replaces the method's ``"ce"``. The hook also puts ``zs_text_features`` and ``logit_scale`` into the run
+record.
 """
 from __future__ import annotations
 
