@@ -137,6 +137,10 @@ def _merge_file(cfg: CN, path: str, what: str) -> None:
 
 
 def setup_cfg(args) -> CN:
+    for path in getattr(args, "trainer_file", None) or []:  # before extend_cfg reads the trainers' cfg_defaults
+        from trainers.plugins import import_file
+
+        import_file(path)
     cfg = get_cfg_default()
     extend_cfg(cfg)
     if args.dataset_config_file:
@@ -257,6 +261,8 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--config-file", type=str, default="", help="path to config file")
     parser.add_argument("--dataset-config-file", type=str, default="", help="path to config file for dataset setup")
     parser.add_argument("--trainer", type=str, default="", help="name of trainer")
+    parser.add_argument("--trainer-file", type=str, action="append", default=[], metavar="PATH",
+                        help="a Python file that registers a trainer (repeatable); see trainers/contrib/README.md")
     parser.add_argument("--backbone", type=str, default="", help="name of CNN backbone")
     parser.add_argument("--head", type=str, default="", help="name of head")
     parser.add_argument("--eval-only", action="store_true", help="evaluation only")

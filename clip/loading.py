@@ -22,6 +22,7 @@ from open_clip.model import CLIP
 
 from .backbones import backbone_names, get_backbone
 from .build import build_clip, check_precision, config_from_state_dict, open_clip_precision
+from .model import openai_compatible
 from dassl.utils import MissingFileError, UserError, check_availability
 
 # OpenAI name -> (open_clip architecture, file name OpenAI's loader saves under ~/.cache/clip)
@@ -49,7 +50,9 @@ def available_models() -> List[str]:
 def load(name_or_path: Union[str, os.PathLike], device: Union[str, torch.device] = "cpu",
          precision: str = "fp32", jit: bool = False, seed: int = 0,
          cache_dir: Optional[str] = None) -> CLIP:
-    """Return an open_clip `CLIP` in eval mode on `device`, cast per `precision` ("fp32", "fp16", "bf16", "amp").
+    """Return an open_clip `CLIP` in eval mode on `device`, cast per `precision` ("fp32", "fp16", "bf16", "amp"),
+    with OpenAI's attribute semantics (`clip.model.openai_compatible`: `dtype`, `encode_image` casting, a
+    sequence-first `transformer` with its causal mask, `visual.input_resolution`).
 
     `seed` fixes the random init of named local backbones only; the global torch RNG is never consumed.
     `jit` exists for OpenAI's signature: the prompt encoders need the module structure, so only False works.
@@ -89,7 +92,7 @@ def _checked(model, source: str) -> CLIP:
     if not isinstance(model, CLIP):
         raise UserError(f"{source!r} builds a {type(model).__name__}, not an open_clip CLIP; the prompt "
                         f"encoders (clip.TextEncoder/VisionEncoder) support only the CLIP class.")
-    return model
+    return openai_compatible(model)
 
 
 # ------------------------------------------------------------------------------------------- OpenAI names
@@ -183,8 +186,8 @@ def _is_torchscript(path: str) -> bool:
 def _load_file(path: str, device, precision: str) -> CLIP:
     sd = read_state_dict(path)
     embed_dim, vision_cfg, text_cfg = config_from_state_dict(sd, source=path)
-    return build_clip(embed_dim, vision_cfg, text_cfg, device=device, precision=precision, state_dict=sd,
-                      quick_gelu=True, source=path)
+    return openai_compatible(build_clip(embed_dim, vision_cfg, text_cfg, device=device, precision=precision,
+                                        state_dict=sd, quick_gelu=True, source=path))
 
 
 # ------------------------------------------------------------------------------------------- open_clip pairs

@@ -38,8 +38,8 @@ if __package__ in (None, ""):  # run as a script: make the repository importable
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from calibration.metrics import aggregate, harmonic_mean  # noqa: E402
-from tools.sweep import (BASE2NOVEL_DATASETS, DATASETS, DOMAIN_TARGETS, METHODS, ZERO_SHOT,  # noqa: E402
-                         resolve_dataset, resolve_method)
+from tools.sweep import (BASE2NOVEL_DATASETS, DATASETS, DOMAIN_TARGETS, PAPER_METHODS, ZERO_SHOT,  # noqa: E402
+                         resolve_dataset, trainer_name)
 
 REFERENCE_DIR = Path(__file__).resolve().parent / "reference"
 PREVIOUS = "previous"  # where a rerun moves a run's old record (trainers/run_folder.py)
@@ -58,7 +58,7 @@ METRIC_ALIASES = {"acc": "accuracy", "ace": "adaptive_ece", "f1": "macro_f1", "c
 CALIB_LABELS = {"none": "plain", "tcpt": "TCPT", "mbls": "MBLS", "zs_norm": "ZS-Norm", "penalty": "Penalty"}
 POSTHOC_LABELS = {"ts": "TS", "dac": "DAC", "ts+dac": "TS+DAC", "sals": "SaLS"}
 VARIANT_ORDER = ("none", "mbls", "none+ts", "none+dac", "none+ts+dac", "zs_norm", "penalty", "none+sals", "tcpt")
-METHOD_ORDER = [ZERO_SHOT] + [m.trainer for m in METHODS.values() if m.trainer != ZERO_SHOT]
+METHOD_ORDER = [ZERO_SHOT] + [t for t in PAPER_METHODS.values() if t != ZERO_SHOT]
 DASH = "–"
 B2N, ALL = "base2novel", "all-classes"
 
@@ -351,7 +351,7 @@ def filter_records(records: Sequence[Record], methods: Sequence[str] | None, dat
                    kind: str | None) -> list[Record]:
     def trainer_of(name: str) -> str:
         try:
-            return resolve_method(name)[1].trainer.lower()
+            return trainer_name(name).lower()
         except Exception:
             return name.lower()
 

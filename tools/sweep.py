@@ -32,6 +32,7 @@ console.log and its command; the evaluations that need its prompts are skipped, 
 """
 from __future__ import annotations
 
+import collections.abc
 import difflib
 import os
 import re
@@ -64,18 +65,58 @@ class Method:
 
 
 ZERO_SHOT = "ZeroshotCLIP"
-METHODS: dict[str, Method] = {
-    "coop": Method("CoOp", "vit_b16_ep50"),
-    "cocoop": Method("CoCoOp", "vit_b16_c4_ep10_batch1_ctxv1"),
-    "kgcoop": Method("KgCoOp", "vit_b16_ep100_ctxv1"),
-    "prograd": Method("ProGrad", "vit_b16_c16_ep100_batch32"),
-    "proda": Method("ProDA", "vit_b16_c16_ep100_batch4"),
-    "maple": Method("MaPLe", "vit_b16_c2_ep5_batch4_2ctx"),
-    "ivlp": Method("IVLP", "vit_b16_c2_ep5_batch4_2+2ctx"),
-    "vpt": Method("VPT", "vit_b16_c2_ep5_batch4_4"),
-    "promptsrc": Method("PromptSRC", "vit_b16_c2_ep20_batch4_4+4ctx"),
-    "zsclip": Method(ZERO_SHOT, "vit_b16"),
-}
+#: the built-in methods' sweep names -> trainers, in the paper's table order (names only: each trainer class names
+#: its config). Read without importing the trainers (tools/parse_results.py); methods added later follow in
+#: registration order.
+PAPER_METHODS = {"coop": "CoOp", "cocoop": "CoCoOp", "kgcoop": "KgCoOp", "prograd": "ProGrad", "proda": "ProDA",
+                 "maple": "MaPLe", "ivlp": "IVLP", "vpt": "VPT", "promptsrc": "PromptSRC", "zsclip": ZERO_SHOT}
+PAPER_ORDER = tuple(PAPER_METHODS)
+
+
+class _RegistryMethods(collections.abc.Mapping):
+    """``METHODS``: sweep name -> Method for every registered trainer whose class names its config
+    (``sweep_config = "<config>"``, a file of configs/trainers/<Trainer>/; ``sweep_name``, default the lower-case
+    trainer name). Built from the trainer registry on first use (importing ``trainers``, which also loads the
+    drop-in trainer files of trainers/contrib/ and $CALIB_PROMPT_TRAINERS), so a new method sweeps with no edit here."""
+
+    def __init__(self):
+        self._methods: dict[str, Method] | None = None
+        self._names: tuple[str, ...] = ()
+
+    def _load(self) -> dict[str, Method]:
+        trainers = registered_trainers()
+        if self._methods is None or tuple(trainers) != self._names:
+            self._names = tuple(trainers)
+            found = {}
+            for name, cls in trainers.items():
+                config = cls.__dict__.get("sweep_config")
+                if config:
+                    found[cls.__dict__.get("sweep_name") or name.lower()] = Method(name, config)
+            rank = {n: i for i, n in enumerate(PAPER_ORDER)}
+            self._methods = dict(sorted(found.items(), key=lambda kv: rank.get(kv[0], len(rank))))
+        return self._methods
+
+    def __getitem__(self, key: str) -> Method:
+        return self._load()[key]
+
+    def __iter__(self):
+        return iter(self._load())
+
+    def __len__(self) -> int:
+        return len(self._load())
+
+
+def registered_trainers() -> dict:
+    """Trainer name -> class, after importing every method file (built-in and drop-in: $CALIB_PROMPT_TRAINERS is
+    read again, so a variable set after the first import counts too)."""
+    import trainers.plugins  # importing the package registers the methods
+    from dassl.engine import TRAINER_REGISTRY
+
+    trainers.plugins.load_plugins()
+    return {n: TRAINER_REGISTRY.get(n) for n in TRAINER_REGISTRY.registered_names()}
+
+
+METHODS: Mapping[str, Method] = _RegistryMethods()
 CROSS_DATASET_SUFFIX = "_cross_datasets"  # a method's own cross-dataset config, used when it exists
 
 # config file name (configs/datasets/<name>.yaml) -> registry name (results.json run.dataset)
@@ -114,13 +155,27 @@ def _unknown(kind: str, name: str, known: Sequence[str], fix: str) -> SweepError
     return SweepError(f"unknown {kind} {name!r}{hint} Known: {', '.join(known)}. {fix}")
 
 
+def trainer_name(name: str) -> str:
+    """The trainer name of a method or trainer name, without importing the trainers when it is a built-in one."""
+    key = name.strip().lower()
+    for user, trainer in PAPER_METHODS.items():
+        if key in (user, trainer.lower()):
+            return trainer
+    return resolve_method(name)[1].trainer
+
+
 def resolve_method(name: str) -> tuple[str, Method]:
-    """(user name, Method) for a case-insensitive method name or trainer name (``coop``, ``CoOp``)."""
+    """(user name, Method) for a case-insensitive method name or trainer name (``coop``, ``CoOp``). A registered
+    trainer that names no ``sweep_config`` resolves too, with config "" (the sweep then needs CFG)."""
     key = name.strip().lower()
     for user, method in METHODS.items():
         if key in (user, method.trainer.lower()):
             return user, method
-    raise _unknown("method", name, list(METHODS), "Pass one of them as METHOD.")
+    for trainer in registered_trainers():
+        if key == trainer.lower():
+            return trainer.lower(), Method(trainer, "")
+    raise _unknown("method", name, list(METHODS), "Pass one of them as METHOD (a trainer of your own: register it in "
+                   "trainers/contrib/ or $CALIB_PROMPT_TRAINERS, with sweep_config = '<config name>').")
 
 
 def resolve_dataset(name: str) -> str:
@@ -335,7 +390,13 @@ class Planner:
         return [0] if self.method.zero_shot else list(ks)
 
     def config(self, cross_dataset: bool = False) -> Path:
-        return method_config(self.method, self.s.cfg or self.method.config, cross_dataset)
+        if not (self.s.cfg or self.method.config):
+            raise SweepError(f"trainer {self.method.trainer} names no default config: set CFG=<name of a file in "
+                             f"configs/trainers/{self.method.trainer}/>, or give the class sweep_config = '<name>'")
+        name = self.s.cfg or self.method.config
+        if name.endswith(".yaml") and Path(name).expanduser().is_file():  # a drop-in method's own config file
+            return Path(name).expanduser().resolve()
+        return method_config(self.method, name, cross_dataset)
 
     def backbone(self, dataset: str) -> str | None:
         return self.s.backbone or DEFAULT_BACKBONE.get(dataset)

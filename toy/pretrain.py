@@ -107,7 +107,9 @@ def encode_text_prefix(model, ids: torch.Tensor) -> torch.Tensor:
     eot = ids.argmax(dim=-1)
     n = int(eot.max()) + 1
     x = model.token_embedding(ids[:, :n]) + model.positional_embedding[:n]
-    x = model.transformer(x, attn_mask=model.attn_mask[:n, :n])
+    # batch-first with an explicit mask: open_clip's call (clip.load's models name it forward_batch_first)
+    run = getattr(model.transformer, "forward_batch_first", model.transformer)
+    x = run(x, attn_mask=model.attn_mask[:n, :n])
     x = model.ln_final(x)[torch.arange(len(ids)), eot]
     return x @ model.text_projection
 

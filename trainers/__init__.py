@@ -1,18 +1,21 @@
-"""Prompt-tuning methods. Every module in this package is imported, so a new method file registers itself."""
-import importlib
+"""Prompt-tuning methods. Every module in this package is imported, so a new method file registers itself; then the
+drop-in files of trainers/contrib/ and $CALIB_PROMPT_TRAINERS (trainers/plugins.py). A method file that fails to
+import is reported with its path and leaves the other methods usable."""
 import pkgutil
 
+from . import plugins
 from .base import PromptModel, PromptOutput, PromptTrainer
 
-_SKIP = {"base", "prompts", "templates", "record"}
+_SKIP = {"base", "prompts", "templates", "record", "plugins"}
 
 
 def _import_all() -> None:
     for info in pkgutil.iter_modules(__path__):
         if info.name not in _SKIP and not info.name.startswith("_"):
-            importlib.import_module(f"{__name__}.{info.name}")
+            plugins.import_module(f"{__name__}.{info.name}", f"trainers/{info.name}.py")
 
 
 _import_all()
+plugins.load_plugins()
 
 __all__ = ["PromptModel", "PromptOutput", "PromptTrainer"]

@@ -142,6 +142,7 @@ class PromptTrainer(TrainerX):
     cfg_node: str = "COOP"            # TRAINER.<node> holds the method's keys (PREC at least)
     registered_name: str = "prompt_learner"
     trainable: bool = True            # ZeroshotCLIP sets False
+    supports_calib: bool = True       # the shared step adds the --calib terms
 
     # ------------------------------------------------------------------ build
     @property
@@ -467,11 +468,7 @@ class PromptTrainer(TrainerX):
         if getattr(self, "_trained", False) and self.val_loader is not None:
             val = self.predict(self.val_loader)
             arrays.update(val_logits=val["logits"], val_labels=val["labels"], val_zs_logits=val["zs_logits"])
-        record.write_predictions(self.output_dir, arrays)
-        metrics = {k: v for k, v in results.items() if isinstance(v, (int, float))}
-        record.write_results(self.output_dir, {"metrics": metrics, "split": "test", "run": self.run_info(
-            eval_seconds, num_test=len(pred["labels"]))})
-        print(f"Run record written to {self.output_dir}")
+        record.write_run_record(self, results, arrays, eval_seconds)
 
     def backbone_fingerprint(self) -> str:
         """A short hash of frozen CLIP's weights (both towers; sampled, so cheap even for ViT-L): two run records
@@ -481,47 +478,7 @@ class PromptTrainer(TrainerX):
         return tower_fingerprint(self.model.clip)[:16]
 
     def run_info(self, eval_seconds: float, num_test: int | None = None) -> dict[str, Any]:
-        """The record's ``run``; ``num_test``: the test images scored (docs/architecture.md §4.1)."""
-        cfg = self.cfg
-        skipped = self.dm.skipped_by_split()
-        calib = cfg.TRAINER.CALIB.NAME or None
-        info = {
-            "trainer": cfg.TRAINER.NAME,
-            "dataset": cfg.DATASET.NAME,
-            "subsample": cfg.DATASET.SUBSAMPLE_CLASSES,
-            "shots": getattr(self.dm.dataset, "shots_used", cfg.DATASET.NUM_SHOTS),
-            "shots_requested": cfg.DATASET.NUM_SHOTS,
-            "seed": cfg.SEED,
-            "calib": calib,
-            "calib_params": dict(cfg.TRAINER.CALIB) if calib else None,
-            "backbone": cfg.MODEL.BACKBONE.NAME,
-            "backbone_weights": self.backbone_fingerprint(),
-            "precision": self.precision,
-            "config": getattr(cfg, "CONFIG_NAME", "") or None,
-            "max_epoch": cfg.OPTIM.MAX_EPOCH,
-            "model_dir": getattr(self, "_loaded_from", None),
-            "load_epoch": getattr(self, "_loaded_epoch", None),
-            "num_classes": len(self.dm.dataset.classnames),
-            "num_test": len(self.dm.dataset.test) - len(skipped.get("test", [])) if num_test is None else num_test,
-            "num_skipped": len(skipped.get("test", [])),
-            "skipped": skipped,
-            "split_sha256": getattr(self.dm.dataset, "split_sha256", None),
-            "git_commit": record.git_commit(),
-            "identity": getattr(self, "identity", None),
-            "versions": record.versions(),
-            "timings": {"train_seconds": getattr(self, "_train_seconds", None), "eval_seconds": eval_seconds},
-        }
-        return info
-
-    # ------------------------------------------------------------------ train hooks
-    def before_train(self):
-        self._train_t0 = time.time()
-        super().before_train()
-
-    def after_train(self):
-        self._trained = True
-        self._train_seconds = time.time() - self._train_t0
-        super().after_train()
+        return record.run_info(self, eval_seconds, num_test)
 
     # ------------------------------------------------------------------ checkpoints: learnable parameters only
     def checkpoint_state(self) -> dict[str, torch.Tensor]:

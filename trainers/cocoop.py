@@ -69,4 +69,5 @@ class CoCoOpModel(PromptModel):
 class CoCoOp(PromptTrainer):
     model_class = CoCoOpModel
     cfg_node = "COCOOP"
+    sweep_config = "vit_b16_c4_ep10_batch1_ctxv1"  # the config tools/sweep.py runs (the paper's base-to-novel one)
     cfg_defaults = {"N_CTX": 16, "CTX_INIT": "", "PREC": "fp16"}

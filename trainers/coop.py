@@ -44,4 +44,5 @@ class CoOpModel(PromptModel):
 class CoOp(PromptTrainer):
     model_class = CoOpModel
     cfg_node = "COOP"
+    sweep_config = "vit_b16_ep50"  # the config tools/sweep.py runs (the paper's base-to-novel one)
     cfg_defaults = {"N_CTX": 16, "CSC": False, "CTX_INIT": "", "PREC": "fp16", "CLASS_TOKEN_POSITION": "end"}

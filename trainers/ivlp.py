@@ -129,6 +129,7 @@ class IVLPModel(PromptModel):
 class IVLP(PromptTrainer):
     model_class = IVLPModel
     cfg_node = "IVLP"
+    sweep_config = "vit_b16_c2_ep5_batch4_2+2ctx"  # the config tools/sweep.py runs (the paper's base-to-novel one)
     registered_name = "VLPromptLearner"
     cfg_defaults = {"N_CTX_VISION": 2, "N_CTX_TEXT": 2, "CTX_INIT": "a photo of a", "PREC": "fp16",
                     "PROMPT_DEPTH_VISION": 9, "PROMPT_DEPTH_TEXT": 9}

@@ -75,6 +75,7 @@ class KgCoOpModel(CoOpModel):
 class KgCoOp(PromptTrainer):
     model_class = KgCoOpModel
     cfg_node = "KGCOOP"
+    sweep_config = "vit_b16_ep100_ctxv1"  # the config tools/sweep.py runs (the paper's base-to-novel one)
     cfg_defaults = {"N_CTX": 16, "CSC": False, "CTX_INIT": "", "PREC": "fp16", "CLASS_TOKEN_POSITION": "end",
                     "W": 8.0, "LOSS": "kg", "FROZEN_TARGET": "dataset"}
 

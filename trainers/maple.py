@@ -73,5 +73,6 @@ class MaPLeModel(PromptModel):
 class MaPLe(PromptTrainer):
     model_class = MaPLeModel
     cfg_node = "MAPLE"
+    sweep_config = "vit_b16_c2_ep5_batch4_2ctx"  # the config tools/sweep.py runs (the paper's base-to-novel one)
     registered_name = "MultiModalPromptLearner"
     cfg_defaults = {"N_CTX": 2, "CTX_INIT": "a photo of a", "PREC": "fp16", "PROMPT_DEPTH": 9}

@@ -158,6 +158,7 @@ class ProDAModel(PromptModel):
 class ProDA(PromptTrainer):
     model_class = ProDAModel
     cfg_node = "PRODA"
+    sweep_config = "vit_b16_c16_ep100_batch4"  # the config tools/sweep.py runs (the paper's base-to-novel one)
     cfg_defaults = {"N_CTX": 16, "N_PROMPT": 32, "PROMPT_BS": 4, "ALPHA": 0.1, "PREC": "fp16",
                     "RAW_CLASSNAMES": False, "CALIB_LOGITS": "deployable"}
 

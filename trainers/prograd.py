@@ -123,6 +123,7 @@ class ProGrad(PromptTrainer):
 
     model_class = ProGradModel
     cfg_node = "PROGRAD"
+    sweep_config = "vit_b16_c16_ep100_batch32"  # the config tools/sweep.py runs (the paper's base-to-novel one)
     cfg_defaults = {"N_CTX": 16, "CSC": False, "CTX_INIT": "", "PREC": "fp16", "PROJECTION": True,
                     "CALIB_AFTER_PROJECTION": False, "FROZEN_TARGET": "dataset"}
 

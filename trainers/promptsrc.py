@@ -149,6 +149,7 @@ class PromptAggregator:
 class PromptSRC(PromptTrainer):
     model_class = PromptSRCModel
     cfg_node = "PROMPTSRC"
+    sweep_config = "vit_b16_c2_ep20_batch4_4+4ctx"  # the config tools/sweep.py runs (the paper's base-to-novel one)
     registered_name = "VLPromptLearner"
     cfg_defaults = {"N_CTX_VISION": 4, "N_CTX_TEXT": 4, "CTX_INIT": "a picture of a", "PREC": "fp16",
                     "PROMPT_DEPTH_VISION": 9, "PROMPT_DEPTH_TEXT": 9, "TEXT_LOSS_WEIGHT": 25,

@@ -2,7 +2,9 @@
 
 ``results.json`` is written last, so its presence means the run is complete (sweeps skip such runs when its
 ``run.identity`` is current, trainers/identity.py); a rerun moves the previous record aside first, once it is
-validated (trainers/run_folder.py).
+validated (trainers/run_folder.py). :func:`write_run_record` and :func:`run_info` are shared by every trainer:
+``PromptTrainer`` and plain Dassl ``TrainerX`` subclasses (ported CoOp-family files), whose test logits the
+engine collects (dassl/engine/trainer.py).
 """
 from __future__ import annotations
 
@@ -76,3 +78,60 @@ def _jsonable(obj):
     if isinstance(obj, tuple):
         return list(obj)
     return str(obj)
+
+
+def method_precision(trainer) -> str | None:
+    """``TRAINER.<node>.PREC`` of a trainer that does not say its precision: its ``cfg_node``, else the upper-case
+    trainer name (the CoOp-family convention); None when there is no such key."""
+    cfg = trainer.cfg
+    node = cfg.TRAINER.get(getattr(trainer, "cfg_node", None) or str(cfg.TRAINER.NAME).upper())
+    return node.get("PREC") if node is not None and hasattr(node, "get") else None
+
+
+def run_info(trainer, eval_seconds: float, num_test: int | None = None) -> dict[str, Any]:
+    """``results.json``'s ``run`` block of ``trainer`` (a PromptTrainer or any Dassl trainer: what it lacks is None);
+    ``num_test``: the test images scored (docs/architecture.md §4.1)."""
+    cfg = trainer.cfg
+    calib = (cfg.TRAINER.CALIB.NAME if "CALIB" in cfg.TRAINER else "") or None
+    fingerprint = getattr(trainer, "backbone_fingerprint", None)
+    dataset = trainer.dm.dataset
+    skipped = trainer.dm.skipped_by_split() if hasattr(trainer.dm, "skipped_by_split") else {}
+    return {
+        "trainer": cfg.TRAINER.NAME,
+        "dataset": cfg.DATASET.NAME,
+        "subsample": cfg.DATASET.get("SUBSAMPLE_CLASSES", "all"),
+        "shots": getattr(dataset, "shots_used", cfg.DATASET.NUM_SHOTS),
+        "shots_requested": cfg.DATASET.NUM_SHOTS,
+        "seed": cfg.SEED,
+        "calib": calib,
+        "calib_params": dict(cfg.TRAINER.CALIB) if calib else None,
+        "backbone": cfg.MODEL.BACKBONE.NAME,
+        "backbone_weights": fingerprint() if callable(fingerprint) else None,
+        "precision": getattr(trainer, "precision", None) or method_precision(trainer),
+        "config": cfg.get("CONFIG_NAME", "") or None,
+        "max_epoch": cfg.OPTIM.MAX_EPOCH,
+        "model_dir": getattr(trainer, "_loaded_from", None),
+        "load_epoch": getattr(trainer, "_loaded_epoch", None),
+        "num_classes": len(dataset.classnames),
+        "num_test": len(dataset.test) - len(skipped.get("test", [])) if num_test is None else num_test,
+        "num_skipped": len(skipped.get("test", [])),
+        "skipped": skipped,
+        "split_sha256": getattr(dataset, "split_sha256", None),
+        "git_commit": git_commit(),
+        "identity": getattr(trainer, "identity", None),
+        "versions": versions(),
+        "timings": {"train_seconds": getattr(trainer, "_train_seconds", None), "eval_seconds": eval_seconds},
+    }
+
+
+def write_run_record(trainer, results: dict[str, Any], arrays: dict[str, Any], eval_seconds: float) -> None:
+    """``predictions.npz`` (``arrays`` plus the class names) then ``results.json`` (metrics + ``trainer.run_info``)."""
+    arrays = dict(arrays)
+    arrays.setdefault("classnames", np.array(trainer.dm.dataset.classnames))
+    write_predictions(trainer.output_dir, arrays)
+    metrics = {k: v for k, v in results.items() if isinstance(v, (int, float))}
+    num_test = len(arrays["labels"])
+    info = (trainer.run_info(eval_seconds, num_test=num_test) if hasattr(trainer, "run_info")
+            else run_info(trainer, eval_seconds, num_test=num_test))
+    write_results(trainer.output_dir, {"metrics": metrics, "split": "test", "run": info})
+    print(f"Run record written to {trainer.output_dir}")

@@ -44,6 +44,7 @@ class VPTModel(PromptModel):
 class VPT(PromptTrainer):
     model_class = VPTModel
     cfg_node = "VPT"
+    sweep_config = "vit_b16_c2_ep5_batch4_4"  # the config tools/sweep.py runs (the paper's base-to-novel one)
     registered_name = "prompt_learner"
     # CTX_INIT is read by nothing (the text side is fixed); kept so the reference's configs merge.
     cfg_defaults = {"N_CTX_VISION": 2, "CTX_INIT": "a photo of a", "PREC": "fp16", "PROMPT_DEPTH_VISION": 1}

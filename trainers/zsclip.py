@@ -34,6 +34,8 @@ class ZeroshotCLIP(PromptTrainer):
 
     model_class = ZeroshotModel
     cfg_node = "ZSCLIP"
+    sweep_config = "vit_b16"  # the config tools/sweep.py runs (the paper's base-to-novel one)
+    sweep_name = "zsclip"  # the METHOD name sweeps take (default: the lower-case trainer name)
     cfg_defaults = {"PREC": "fp16", "TEMPLATES": "single"}
     trainable = False
 

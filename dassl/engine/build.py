@@ -1,13 +1,22 @@
-from ..utils.errors import check_availability
+from ..utils.errors import UnknownNameError, check_availability
 from ..utils.registry import Registry
 
 TRAINER_REGISTRY = Registry("TRAINER")
+#: method files that failed to import (file -> exception), filled by the application's loader (trainers/plugins.py);
+#: an unknown trainer name then names them, since one of them may define it
+IMPORT_FAILURES: dict[str, str] = {}
 
 
 def build_trainer(cfg):
     """Instantiate ``TRAINER_REGISTRY[cfg.TRAINER.NAME](cfg)`` (the trainer modules must be imported)."""
     name = cfg.TRAINER.NAME
-    check_availability(name, TRAINER_REGISTRY.registered_names(), what="trainer (TRAINER.NAME / --trainer)")
+    try:
+        check_availability(name, TRAINER_REGISTRY.registered_names(), what="trainer (TRAINER.NAME / --trainer)")
+    except UnknownNameError as exc:
+        if not IMPORT_FAILURES:
+            raise
+        failed = "; ".join(f"{f} ({e})" for f, e in IMPORT_FAILURES.items())
+        raise UnknownNameError(f"{exc} These trainer files failed to import, one may define it: {failed}") from None
     if cfg.VERBOSE:
         print(f"Loading trainer: {name}")
     return TRAINER_REGISTRY.get(name)(cfg)

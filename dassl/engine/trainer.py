@@ -4,11 +4,15 @@ Differences from Dassl (engine.md §6): schedulers are never stepped automatical
 ``update_lr()`` at the last batch); base ``load_model`` is non-strict, drops class-count-dependent
 token buffers and tolerates ``val_result=None``; tensorboard is optional; ``test()`` runs its loop
 through the overridable hook ``run_evaluation``; checkpoint contents come from the hook
-``checkpoint_state_dict``.
+``checkpoint_state_dict``; a trainer that uses the default evaluation loop (``model_inference`` logits) gets the run
+record (trainers/record.py: results.json, predictions.npz) on the test split, as ``PromptTrainer`` does; a
+trainer that does not declare ``supports_calib`` refuses ``--calib`` instead of ignoring it.
 """
 from __future__ import annotations
 
+import contextlib
 import datetime
+import io
 import os.path as osp
 import sys
 import time
@@ -122,6 +126,7 @@ class TrainerBase:
                 msg += f", val_result={checkpoint['val_result']:.1f}"
             print(msg + ")")
             self._models[name].load_state_dict(state_dict, strict=False)
+            self._loaded_from, self._loaded_epoch = osp.abspath(directory), checkpoint.get("epoch")
 
     def set_model_mode(self, mode: str = "train", names=None) -> None:
         """train()/eval() on the registered modules only (frozen towers keep their own mode)."""
@@ -243,6 +248,7 @@ class SimpleTrainer(TrainerBase):
     def __init__(self, cfg):
         super().__init__()
         self.check_cfg(cfg)  # before self.cfg exists (Dassl order)
+        self.check_calib_support(cfg)
         if torch.cuda.is_available() and cfg.USE_CUDA:
             self.device = torch.device("cuda")
         else:
@@ -258,6 +264,18 @@ class SimpleTrainer(TrainerBase):
 
     def check_cfg(self, cfg) -> None:
         """Check the config before anything is built (``self.cfg`` does not exist yet)."""
+
+    #: True when the trainer adds the --calib terms to its loss (PromptTrainer; trainers.calib_hook.CalibHook)
+    supports_calib: bool = False
+
+    def check_calib_support(self, cfg) -> None:
+        calib = cfg.TRAINER.CALIB.get("NAME", "") if "CALIB" in cfg.TRAINER else ""
+        if calib and not self.supports_calib:
+            raise UserError(
+                f"--calib {calib}: trainer {cfg.TRAINER.NAME} ({type(self).__module__}) does not add calibration "
+                "terms to its loss, so the flag would be ignored. Subclass trainers.PromptTrainer, or mix in "
+                "trainers.calib_hook.CalibHook (docs/adding_a_method.md, 'Porting a CoOp-family trainer'); or "
+                "drop --calib")
 
     def build_data_loader(self) -> None:
         dm = DataManager(self.cfg)
@@ -279,6 +297,7 @@ class SimpleTrainer(TrainerBase):
         super().train(self.start_epoch, self.max_epoch)
 
     def before_train(self) -> None:
+        self._train_t0 = time.time()
         directory = self.cfg.RESUME if self.cfg.RESUME else self.output_dir
         if self.cfg.RESUME and not osp.isdir(self.cfg.RESUME):  # an explicit --resume must name a real folder
             raise MissingFileError(f'--resume / RESUME "{self.cfg.RESUME}" is not a folder; pass the --output-dir '
@@ -288,6 +307,8 @@ class SimpleTrainer(TrainerBase):
         self.time_start = time.time()
 
     def after_train(self) -> None:
+        self._trained = True
+        self._train_seconds = time.time() - getattr(self, "_train_t0", time.time())
         print("Finish training")
         print("Finished training")  # pre-2022 wording, read by MaPLe's parse_test_res
         if not self.cfg.TEST.NO_TEST:
@@ -330,13 +351,52 @@ class SimpleTrainer(TrainerBase):
             split = "test"
             data_loader = self.test_loader
         print(f"Evaluate on the *{split}* set")
+        t0 = time.time()
+        self._eval_outputs = [] if split == "test" else None  # the default loop collects (logits, labels)
+        self._eval_block = None
         results = self.run_evaluation(data_loader, split)
         for k, v in results.items():
             if isinstance(v, (int, float)):
                 self.write_scalar(f"{split}/{k}", v, self.epoch)
         if hasattr(self, "dm"):
             self.dm.report_skipped()
+        if split == "test" and self._eval_outputs:
+            self.write_run_record(results, time.time() - t0)
+        if self._eval_block is not None:  # printed after the record: the block means "this run finished"
+            print(self._eval_block, end="")
+        self._eval_outputs = None
         return list(results.values())[0]
+
+    def collect_logits(self, data_loader) -> tuple[torch.Tensor, torch.Tensor]:
+        """``model_inference`` logits and the labels over a loader (float32, int64, on the CPU)."""
+        logits, labels = [], []
+        for batch in data_loader:
+            if batch is None:
+                continue
+            input, label = self.parse_batch_test(batch)
+            logits.append(self.model_inference(input).detach().float().cpu())
+            labels.append(label.cpu())
+        return torch.cat(logits), torch.cat(labels)
+
+    def write_run_record(self, results, eval_seconds: float) -> None:
+        """The run record of a trainer that is not a PromptTrainer: the collected test logits and labels, the
+        few-shot val split's after training (post-hoc temperature scaling), and what ``record_arrays`` adds."""
+        try:
+            from trainers import record
+        except ImportError:  # the engine on its own: no run record
+            return
+        logits = torch.cat([o for o, _ in self._eval_outputs]).numpy()
+        labels = torch.cat([y for _, y in self._eval_outputs]).numpy()
+        arrays = {"logits": logits.astype("float32"), "labels": labels.astype("int64"), **self.record_arrays()}
+        if getattr(self, "_trained", False) and self.val_loader is not None:
+            self.set_model_mode("eval")
+            val_logits, val_labels = self.collect_logits(self.val_loader)
+            arrays.update(val_logits=val_logits.numpy(), val_labels=val_labels.numpy())
+        record.write_run_record(self, results, arrays, eval_seconds)
+
+    def record_arrays(self) -> dict:
+        """Extra predictions.npz arrays (e.g. ``zs_text_features``, ``logit_scale``); CalibHook adds its own."""
+        return {}
 
     def run_evaluation(self, data_loader, split: str) -> OrderedDict:
         """The whole evaluation loop: feed every batch to the evaluator, return its results.
@@ -350,7 +410,15 @@ class SimpleTrainer(TrainerBase):
             input, label = self.parse_batch_test(batch)
             output = self.model_inference(input)
             self.evaluator.process(output, label)
-        return self.evaluator.evaluate()
+            if getattr(self, "_eval_outputs", None) is not None and torch.is_tensor(output) and output.dim() == 2:
+                self._eval_outputs.append((output.detach().float().cpu(), label.detach().cpu()))
+        if getattr(self, "_eval_outputs", None) is None:
+            return self.evaluator.evaluate()
+        block = io.StringIO()
+        with contextlib.redirect_stdout(block):
+            results = self.evaluator.evaluate()
+        self._eval_block = block.getvalue()
+        return results
 
     def model_inference(self, input):
         return self.model(input)
