@@ -220,3 +220,24 @@ def test_launcher_reruns_stale_records(tmp_path, capsys, monkeypatch):
     assert "stale record: CoOp caltech101 seed 1 base (differs in: versions (torch 1.0 -> " in out
     assert "2 commands: 1 finished already, 1 to run" in out
     assert len(started) == 1 and str(base.out_dir) in started[0]
+
+
+def test_a_dropin_trainer_file_is_part_of_the_code_identity(tmp_path):
+    """A trainer loaded from outside the hashed folders (--trainer-file, trainers/contrib, $CALIB_PROMPT_TRAINERS)
+    changes results as much as trainers/coop.py does: editing it must make its records stale."""
+    from trainers import identity
+    from trainers.plugins import import_file
+
+    file = tmp_path / "idtrainer.py"
+    file.write_text("from dassl.engine import TRAINER_REGISTRY\nfrom trainers.coop import CoOp\n\n\n"
+                    "@TRAINER_REGISTRY.register()\nclass IdentityProbeCoOp(CoOp):\n    pass\n")
+    from dassl.engine import TRAINER_REGISTRY
+
+    assert import_file(file) == ["IdentityProbeCoOp"]
+    try:
+        first = identity.trainer_source_sha256("IdentityProbeCoOp")
+        assert first is not None and identity.trainer_source_sha256("CoOp") is None  # built-ins: in code_sha256
+        file.write_text(file.read_text() + "\n# an edit\n")
+        assert identity.trainer_source_sha256("IdentityProbeCoOp") not in (None, first)
+    finally:  # leave the registry as other tests expect it (the sweep's methods come from it)
+        del TRAINER_REGISTRY._obj_map["IdentityProbeCoOp"]

@@ -8,7 +8,8 @@
   data gives another split);
 - ``code_sha256``: a hash of the source of the result-affecting packages (:data:`CODE_PATHS`: clip/, dassl/,
   trainers/, calibration/, datasets/, toy/ with toy-clip's weights, train.py), so a change in docs/, tools/ or
-  tests/ leaves every run current (the git commit is recorded beside it, for information only);
+  tests/ leaves every run current (the git commit is recorded beside it, for information only); a trainer defined in
+  a drop-in file outside those folders (trainers/plugins.py) adds that file's hash;
 - ``versions``: the libraries that change numbers (torch, torchvision, open_clip, numpy, pillow, Python major.minor);
 - ``model``: for an evaluation of trained prompts, the identity id of the run that trained them (from its checkpoint);
 - ``options`` / ``options_id``: the command-line ``KEY VALUE`` options that change results and their short hash,
@@ -108,6 +109,11 @@ def _code_files() -> list[Path]:
 
 
 @functools.lru_cache(maxsize=1)
+def _code_file_set() -> frozenset[Path]:
+    return frozenset(f.resolve() for f in _code_files())
+
+
+@functools.lru_cache(maxsize=1)
 def code_sha256() -> str:
     """sha256 over (relative path, content) of every result-affecting source file (see :data:`CODE_PATHS`)."""
     import hashlib
@@ -156,9 +162,30 @@ def split_sha256(cfg) -> str | None:
         return None
 
 
+def trainer_source_sha256(name: str) -> str | None:
+    """sha256 of the file defining trainer ``name`` when it lies outside the hashed code (a drop-in from
+    ``trainers/contrib``, ``$CALIB_PROMPT_TRAINERS`` or ``--trainer-file``: trainers/plugins.py); None otherwise."""
+    import hashlib
+    import inspect
+
+    try:
+        from dassl.engine import TRAINER_REGISTRY
+
+        source = Path(inspect.getsourcefile(TRAINER_REGISTRY.get(name))).resolve()
+    except Exception:  # not registered (train.py reports it) or defined interactively
+        return None
+    if source in _code_file_set() or not source.is_file():
+        return None
+    return hashlib.sha256(source.read_bytes()).hexdigest()
+
+
 def identity(cfg, split: str | None, model: str | None = None, opts: Sequence[str] = ()) -> dict[str, Any]:
     config = identity_config(cfg)
-    ident = {"config_sha256": _sha(config), "split_sha256": split, "code_sha256": code_sha256(),
+    code = code_sha256()
+    plugin = trainer_source_sha256(cfg.TRAINER.NAME)
+    if plugin is not None:  # a drop-in trainer file is result-affecting code too
+        code = _sha([code, plugin])
+    ident = {"config_sha256": _sha(config), "split_sha256": split, "code_sha256": code,
              "versions": library_versions(), "model": model}
     found = options(opts)
     return {"id": _sha(ident)[:16], **ident, "options": found, "options_id": _sha(found)[:8] if found else None,
