@@ -9,8 +9,8 @@
 
 Settings come from the environment (the scripts' interface):
 ``DATA`` (./data), ``OUTPUT`` (output), ``SEEDS`` ("1 2 3"), ``SHOTS`` (16; few_shot: "1 2 4 8 16"),
-``CALIB`` (both | on | off | mbls | zs_norm | penalty, or several separated by spaces/commas), ``CFG`` (the
-method's config name), ``BACKBONE``, ``OPTS`` (extra ``KEY VALUE`` pairs for every run), ``DRY_RUN=1`` (print
+``CALIB`` (both | on | off | mbls | zs_norm | penalty, or several separated by spaces/commas), ``CFG`` (a
+config name instead of the method's config for the protocol; a protocol without one is an error), ``BACKBONE``, ``OPTS`` (extra ``KEY VALUE`` pairs for every run), ``DRY_RUN=1`` (print
 the train.py commands, one per line, run nothing), ``STOP_ON_ERROR=1`` (stop at the first failed run instead
 of going on with the next one), ``PYTHON`` (the interpreter named in printed commands, default ``python``).
 Zero-shot CLIP (``zsclip``) trains nothing: one eval-only run per split and dataset (the first seed,
@@ -50,26 +50,53 @@ class SweepError(Exception):
 class Method:
     trainer: str   # registered trainer name (configs/trainers/<trainer>/)
     config: str    # the base-to-novel config the paper's runs used (protocol.md §3)
+    #: the config of the ImageNet training run shared by cross_dataset and domain_generalization, and the config of
+    #: all-class few_shot; None = the method's reference code publishes no recipe for that protocol, and the sweep
+    #: stops with one error instead of guessing (CFG=<name> runs it with a config of the user's choosing). Where
+    #: the reference trains that protocol with its base-to-novel config, the entry names that config explicitly.
+    cross_dataset: str | None = None
+    few_shot: str | None = None
 
     @property
     def zero_shot(self) -> bool:
         return self.trainer == ZERO_SHOT
 
+    def protocol_config(self, protocol: str) -> str | None:
+        """The config name of ``protocol`` (one of :data:`PROTOCOL_CONFIGS`), None when there is none."""
+        return {"base2novel": self.config, "cross_dataset": self.cross_dataset,
+                "few_shot": self.few_shot}[protocol]
+
 
 ZERO_SHOT = "ZeroshotCLIP"
 METHODS: dict[str, Method] = {
-    "coop": Method("CoOp", "vit_b16_ep50"),
-    "cocoop": Method("CoCoOp", "vit_b16_c4_ep10_batch1_ctxv1"),
+    # CoOp's ImageNet recipe is *_ep50 (16 random ctx, 50 epochs; methods.md §3), the config of its domain-
+    # generalisation runs and of TCPT's base-to-novel runs. Few-shot: CoOp's main.sh takes the config per K
+    # (50/100/200 epochs for 1/2-4/8-16 shots off ImageNet); we ship the 50-epoch one (OPTS="OPTIM.MAX_EPOCH 200").
+    "coop": Method("CoOp", "vit_b16_ep50", cross_dataset="vit_b16_ep50", few_shot="vit_b16_ep50"),
+    # CoCoOp's xd_train.sh trains on ImageNet with its base-to-novel config; it has no few-shot protocol.
+    "cocoop": Method("CoCoOp", "vit_b16_c4_ep10_batch1_ctxv1", cross_dataset="vit_b16_c4_ep10_batch1_ctxv1"),
     "kgcoop": Method("KgCoOp", "vit_b16_ep100_ctxv1"),
     "prograd": Method("ProGrad", "vit_b16_c16_ep100_batch32"),
     "proda": Method("ProDA", "vit_b16_c16_ep100_batch4"),
-    "maple": Method("MaPLe", "vit_b16_c2_ep5_batch4_2ctx"),
+    # MaPLe: its own ImageNet config (depth 3, lr 0.0026, 2 epochs); no few-shot recipe (PromptSRC#21).
+    "maple": Method("MaPLe", "vit_b16_c2_ep5_batch4_2ctx", cross_dataset="vit_b16_c2_ep5_batch4_2ctx_cross_datasets"),
     "ivlp": Method("IVLP", "vit_b16_c2_ep5_batch4_2+2ctx"),
     "vpt": Method("VPT", "vit_b16_c2_ep5_batch4_4"),
-    "promptsrc": Method("PromptSRC", "vit_b16_c2_ep20_batch4_4+4ctx"),
-    "zsclip": Method(ZERO_SHOT, "vit_b16"),
+    # PromptSRC ships one config per protocol (few-shot GPA per dataset: FEW_SHOT_DATASET_OPTS).
+    "promptsrc": Method("PromptSRC", "vit_b16_c2_ep20_batch4_4+4ctx",
+                        cross_dataset="vit_b16_c2_ep20_batch4_4+4ctx_cross_datasets",
+                        few_shot="vit_b16_c2_ep50_batch4_4+4ctx_few_shot"),
+    # zero-shot CLIP trains nothing: one config for every protocol
+    "zsclip": Method(ZERO_SHOT, "vit_b16", cross_dataset="vit_b16", few_shot="vit_b16"),
 }
-CROSS_DATASET_SUFFIX = "_cross_datasets"  # a method's own cross-dataset config, used when it exists
+#: protocols with a config of their own (domain_generalization evaluates cross_dataset's ImageNet run)
+PROTOCOL_CONFIGS = ("base2novel", "cross_dataset", "few_shot")
+#: extra options of a method's few-shot runs on some datasets: PromptSRC's few-shot config comment sets GPA 45/5 for
+#: these five datasets (30/30, the file's value, for the others)
+FEW_SHOT_DATASET_OPTS: dict[str, dict[str, list[str]]] = {
+    "PromptSRC": {d: ["TRAINER.PROMPTSRC.GPA_MEAN", "45", "TRAINER.PROMPTSRC.GPA_STD", "5"]
+                  for d in ("stanford_cars", "oxford_flowers", "fgvc_aircraft", "dtd", "eurosat")},
+}
 
 # config file name (configs/datasets/<name>.yaml) -> registry name (results.json run.dataset)
 DATASETS: dict[str, str] = {
@@ -141,11 +168,18 @@ def dataset_config(name: str) -> Path:
     return path
 
 
-def method_config(method: Method, cfg: str, cross_dataset: bool = False) -> Path:
-    """configs/trainers/<Trainer>/<cfg>.yaml (cross-dataset: ``<cfg>_cross_datasets.yaml`` when it exists)."""
+def method_config(method: Method, cfg: str | None = None, protocol: str = "base2novel") -> Path:
+    """configs/trainers/<Trainer>/<cfg>.yaml: ``cfg`` (the user's CFG) when given, else the method's config for
+    ``protocol`` (:meth:`Method.protocol_config`); a protocol without one is an error, never a fallback."""
     folder = REPO / "configs" / "trainers" / method.trainer
-    if cross_dataset and (folder / f"{cfg}{CROSS_DATASET_SUFFIX}.yaml").is_file():
-        return folder / f"{cfg}{CROSS_DATASET_SUFFIX}.yaml"
+    if not cfg:
+        cfg = method.protocol_config(protocol)
+        if cfg is None:
+            what = ("cross-dataset / domain-generalization (ImageNet training)" if protocol == "cross_dataset"
+                    else protocol.replace("_", "-"))
+            raise SweepError(f"{method.trainer} has no {what} config: its reference code publishes no recipe for "
+                             f"this protocol (tools/sweep.py METHODS). Set CFG=<name> to run it with a config of "
+                             f"{_display(folder)}/ you choose, e.g. CFG={method.config} (its base-to-novel config).")
     path = folder / f"{cfg}.yaml"
     if not path.is_file():
         have = sorted(p.stem for p in folder.glob("*.yaml")) if folder.is_dir() else []
@@ -323,8 +357,8 @@ class Planner:
         # zero-shot CLIP sees no training image: NUM_SHOTS 0 (no few-shot draw), one run whatever SHOTS says
         return [0] if self.method.zero_shot else list(ks)
 
-    def config(self, cross_dataset: bool = False) -> Path:
-        return method_config(self.method, self.s.cfg or self.method.config, cross_dataset)
+    def config(self, protocol: str = "base2novel") -> Path:
+        return method_config(self.method, self.s.cfg, protocol)
 
     def backbone(self, dataset: str) -> str | None:
         return self.s.backbone or DEFAULT_BACKBONE.get(dataset)
@@ -337,7 +371,7 @@ class Planner:
         return name + calib_suffix(calib)
 
     def args(self, dataset: str, config: Path, seed: int, calib: str | None, out: Path, shots: int,
-             subsample: str, model_dir: Path | None = None) -> list[str]:
+             subsample: str, model_dir: Path | None = None, extra: Sequence[str] = ()) -> list[str]:
         a = ["--root", self.s.data, "--seed", str(seed), "--trainer", self.method.trainer]
         if calib is not None:
             a += ["--calib"] if calib == "tcpt" else ["--calib", calib]
@@ -350,7 +384,7 @@ class Planner:
             a += ["--eval-only"]
         elif model_dir is not None:
             a += ["--eval-only", "--model-dir", str(model_dir)]  # no --load-epoch: the last saved checkpoint
-        return (a + DATASET_OPTS.get(dataset, []) + self.s.opts
+        return (a + DATASET_OPTS.get(dataset, []) + list(extra) + self.s.opts
                 + ["DATASET.NUM_SHOTS", str(shots), "DATASET.SUBSAMPLE_CLASSES", subsample])
 
     def label(self, what: str, seed: int, calib: str | None) -> str:
@@ -381,7 +415,7 @@ class Planner:
         """Cross-dataset / domain generalization (engine.md §3.5): prompts trained on all ImageNet classes,
         evaluated on the targets; the ImageNet run is shared by both protocols."""
         shots = self.shots([self.s.single_shots()])[0]
-        config = self.config(cross_dataset=True)
+        config = self.config("cross_dataset")
         units = []
         for seed in self.seeds:
             for calib in self.variants:
@@ -399,14 +433,15 @@ class Planner:
 
     def few_shot(self, dataset: str) -> list[Unit]:
         """All-class few-shot learning for K in SHOTS (default 1 2 4 8 16)."""
-        config = self.config()
+        config = self.config("few_shot")
+        extra = [] if self.s.cfg else FEW_SHOT_DATASET_OPTS.get(self.method.trainer, {}).get(dataset, [])
         units = []
         for shots in self.shots(self.s.shots or FEW_SHOT_KS):
             for seed in self.seeds:
                 for calib in self.variants:
                     folder = f"{self.cfg_name(config, calib, self.backbone(dataset))}_{shots}shots"
                     out = self.s.output / dataset / self.method.trainer / folder / f"seed{seed}"
-                    runs = [Run(out, self.args(dataset, config, seed, calib, out, shots, "all"),
+                    runs = [Run(out, self.args(dataset, config, seed, calib, out, shots, "all", extra=extra),
                                 "zero-shot" if self.method.zero_shot else "train")]
                     units.append(Unit(self.label(f"{dataset} {shots}-shot", seed, calib), runs))
         return units
