@@ -10,8 +10,9 @@
 Settings come from the environment (the scripts' interface):
 ``DATA`` (./data), ``OUTPUT`` (output), ``SEEDS`` ("1 2 3"), ``SHOTS`` (16; few_shot: "1 2 4 8 16"),
 ``CALIB`` (both | on | off | mbls | zs_norm | penalty, or several separated by spaces/commas), ``CFG`` (a
-config name instead of the method's config for the protocol; a protocol without one is an error), ``BACKBONE``, ``OPTS`` (extra ``KEY VALUE`` pairs for every run), ``DRY_RUN=1`` (print
-the train.py commands, one per line, run nothing), ``STOP_ON_ERROR=1`` (stop at the first failed run instead
+config name instead of the method's config for the protocol; a protocol without one is an error), ``BACKBONE``,
+``OPTS`` (extra ``KEY VALUE`` pairs for every run), ``DRY_RUN=1`` (print the train.py commands, one per line,
+run nothing), ``STOP_ON_ERROR=1`` (stop at the first failed run instead
 of going on with the next one), ``PYTHON`` (the interpreter named in printed commands, default ``python``).
 Zero-shot CLIP (``zsclip``) trains nothing: one eval-only run per split and dataset (the first seed,
 ``NUM_SHOTS 0``), whatever SEEDS, SHOTS and CALIB say.
