@@ -8,12 +8,12 @@
 Errors a user can cause raise dassl.utils.UserError (docs/architecture.md §5).
 """
 from .backbones import register_backbone
-from .build import LOGIT_SCALE_INIT, PRECISIONS, build_clip
+from .build import LOGIT_SCALE_INIT, PRECISIONS, build_clip, cast_copy
 from .encoders import TextEncoder, VisionEncoder
 from .loading import OPENAI_MODELS, available_models, load, read_state_dict
 from .tokenizer import EOT_TOKEN, SOT_TOKEN, tokenize
 
 __all__ = [
-    "load", "available_models", "tokenize", "TextEncoder", "VisionEncoder", "register_backbone", "build_clip",
+    "load", "available_models", "tokenize", "TextEncoder", "VisionEncoder", "register_backbone", "build_clip", "cast_copy",
     "read_state_dict", "OPENAI_MODELS", "PRECISIONS", "LOGIT_SCALE_INIT", "SOT_TOKEN", "EOT_TOKEN",
 ]

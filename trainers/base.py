@@ -30,7 +30,7 @@ from dassl.utils import UserError, get_rng_state, load_checkpoint, save_checkpoi
 from dassl.utils.torchtools import CHECKPOINT_POINTER
 
 from . import record
-from .templates import frozen_templates, zeroshot_text_features
+from .templates import frozen_target_precision, frozen_templates, zeroshot_text_features
 
 PRECISIONS = ("fp16", "fp32", "amp", "bf16")
 #: Config keys (prefixes) that do not change what training computes: a run may resume a checkpoint saved under
@@ -164,7 +164,8 @@ class PromptTrainer(TrainerX):
                             f"{cfg.MODEL.BACKBONE.NAME!r}; set INPUT.SIZE {size}")
 
         self.zs_text_features = zeroshot_text_features(
-            clip_model, classnames, self.frozen_target_templates()).to(self.device)
+            clip_model, classnames, self.frozen_target_templates(), precision=self.frozen_target_precision()
+        ).to(self.device)
 
         print(f"Building {type(self).__name__} model")
         self.model = self.model_class(cfg, classnames, clip_model, self.zs_text_features).to(self.device)
@@ -198,6 +199,11 @@ class PromptTrainer(TrainerX):
         its own table (KgCoOp/ProGrad, as the TCPT code does, behind a switch)."""
         kind = self.cfg.TRAINER.CALIB.FROZEN_TEMPLATES if "CALIB" in self.cfg.TRAINER else "single"
         return frozen_templates(self.cfg.DATASET.NAME, kind)
+
+    def frozen_target_precision(self) -> str | None:
+        """TRAINER.CALIB.FROZEN_TARGET_PREC: the precision F0's text tower runs in (None: the model's own)."""
+        calib = self.cfg.TRAINER.get("CALIB") or {}
+        return frozen_target_precision(calib.get("FROZEN_TARGET_PREC", "model"))
 
     def learnable_named_parameters(self):
         return [(n, p) for n, p in self.model.named_parameters() if p.requires_grad]
