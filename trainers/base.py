@@ -458,6 +458,7 @@ class PromptTrainer(TrainerX):
             "backbone": cfg.MODEL.BACKBONE.NAME,
             "backbone_weights": self.backbone_fingerprint(),
             "precision": self.precision,
+            "method_cfg": {k: v for k, v in self.method_cfg.items()},  # TRAINER.<method> (parse_results --reference)
             "config": getattr(cfg, "CONFIG_NAME", "") or None,
             "max_epoch": cfg.OPTIM.MAX_EPOCH,
             "model_dir": getattr(self, "_loaded_from", None),
