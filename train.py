@@ -57,7 +57,8 @@ def extend_cfg(cfg: CN) -> None:
     cfg.LOSS.ALPHA = 0.0
     cfg.LOSS.T = 1.0
     cfg.LOSS.LAMBDA = 1.0
-    cfg.TEST.TEXT_CHUNK = 256          # classes per text-encoder call at evaluation (bounded memory)
+    cfg.TEST.TEXT_CHUNK = -1           # prompts per text-encoder call at evaluation (bounded memory); -1: by
+    #                                    device (trainers.base.TEXT_CHUNK_DEFAULTS), 0: all at once
     cfg.TEST.FEATURE_CACHE = True      # cache frozen test-image features on disk (trainers/feature_cache.py)
     cfg.TEST.FEATURE_CACHE_DIR = ""    # default: $CALIB_PROMPT_CACHE/features or ~/.cache/calib-prompt/features
     cfg.CONFIG_NAME = ""

@@ -58,6 +58,23 @@ class PromptOutput:
     zs_image_features: torch.Tensor | None = None
 
 
+#: TEST.TEXT_CHUNK -1 (the default): prompts per text-encoder call at evaluation by device. CPU: measured
+#: (docs/performance_text_chunk.md: CoCoOp evaluation at 25-100 prompts per call takes ~0.75x the time of 256, at
+#: 512 1.4x: small calls stay in the CPU caches). CUDA: 256, reasoned, not measured (larger calls fill the GPU;
+#: memory stays bounded).
+TEXT_CHUNK_DEFAULTS = {"cpu": 50, "cuda": 256}
+
+
+def resolve_text_chunk(cfg) -> int:
+    """TEST.TEXT_CHUNK as a number of prompts (0 = no chunking; -1 = :data:`TEXT_CHUNK_DEFAULTS` of the device the
+    trainer will use, as Dassl picks it: CUDA when available and USE_CUDA)."""
+    value = int(cfg.TEST.TEXT_CHUNK) if "TEXT_CHUNK" in cfg.TEST else 0
+    if value >= 0:
+        return value
+    cuda = torch.cuda.is_available() and bool(cfg.get("USE_CUDA", True))
+    return TEXT_CHUNK_DEFAULTS["cuda" if cuda else "cpu"]
+
+
 class PromptModel(nn.Module):
     """A method's model around a frozen CLIP.
 
@@ -81,7 +98,7 @@ class PromptModel(nn.Module):
         self.text_encoder = clip.TextEncoder(clip_model)
         self.image_encoder = clip.VisionEncoder(clip_model)
         self.register_buffer("zs_text_features", zs_text_features, persistent=False)
-        self.text_chunk = int(cfg.TEST.TEXT_CHUNK) if "TEXT_CHUNK" in cfg.TEST else 0
+        self.text_chunk = resolve_text_chunk(cfg)
 
     # -- frozen towers stay in eval mode whatever the trainer does (RN50 BatchNorm statistics must not move)
     def train(self, mode: bool = True):
