@@ -80,7 +80,8 @@ METHODS: dict[str, Method] = {
     "prograd": Method("ProGrad", "vit_b16_c16_ep100_batch32"),
     "proda": Method("ProDA", "vit_b16_c16_ep100_batch4"),
     # MaPLe: its own ImageNet config (depth 3, lr 0.0026, 2 epochs); no few-shot recipe (PromptSRC#21).
-    "maple": Method("MaPLe", "vit_b16_c2_ep5_batch4_2ctx", cross_dataset="vit_b16_c2_ep5_batch4_2ctx_cross_datasets"),
+    "maple": Method("MaPLe", "vit_b16_c2_ep5_batch4_2ctx",
+                    cross_dataset="vit_b16_c2_ep5_batch4_2ctx_cross_datasets"),
     "ivlp": Method("IVLP", "vit_b16_c2_ep5_batch4_2+2ctx"),
     "vpt": Method("VPT", "vit_b16_c2_ep5_batch4_4"),
     # PromptSRC ships one config per protocol (few-shot GPA per dataset: FEW_SHOT_DATASET_OPTS).
