@@ -685,7 +685,8 @@ CHUNK_NOTES = [
     "- The trainer is built as train.py builds it; every chunk size evaluates the same batches in the same rounds "
     "(order reversed every other round), so a busy machine slows them alike: compare the ratios, not the absolute "
     "times. TEST.TEXT_CHUNK bounds the prompts per text-encoder call (CoCoOp: groups of chunk // C images).",
-    "- Chunks at or above the batch's B·C prompts do the same work: their ratio shows the timing noise.",
+    "- Chunks at or above the batch's B·C prompts do the same work: their ratio shows the timing noise. A chunk "
+    "of C (the classes) is the paper's code's loop: one pass of the C prompts per image.",
     "",
 ]
 
