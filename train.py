@@ -57,7 +57,8 @@ def extend_cfg(cfg: CN) -> None:
     cfg.LOSS.ALPHA = 0.0
     cfg.LOSS.T = 1.0
     cfg.LOSS.LAMBDA = 1.0
-    cfg.TEST.TEXT_CHUNK = 256          # classes per text-encoder call at evaluation (bounded memory)
+    cfg.TEST.TEXT_CHUNK = -1           # prompts per text-encoder call at evaluation (bounded memory); -1: by
+    #                                    device (trainers.base.TEXT_CHUNK_DEFAULTS), 0: all at once
     cfg.TEST.FEATURE_CACHE = True      # cache frozen test-image features on disk (trainers/feature_cache.py)
     cfg.TEST.FEATURE_CACHE_DIR = ""    # default: $CALIB_PROMPT_CACHE/features or ~/.cache/calib-prompt/features
     cfg.CONFIG_NAME = ""
@@ -181,9 +182,10 @@ def print_args(args, cfg) -> None:
 
 def main(args) -> None:
     cfg = setup_cfg(args)
-    from dassl.engine import TRAINER_REGISTRY, check_max_epoch
+    from dassl.engine import check_max_epoch
+    from dassl.engine.build import trainer_class
 
-    if not (args.eval_only or args.no_train) and getattr(TRAINER_REGISTRY.get(cfg.TRAINER.NAME), "trainable", True):
+    if not (args.eval_only or args.no_train) and getattr(trainer_class(cfg.TRAINER.NAME), "trainable", True):
         check_max_epoch(cfg.OPTIM.MAX_EPOCH)  # before anything is written
     if args.deterministic:
         torch.use_deterministic_algorithms(True, warn_only=True)

@@ -13,8 +13,9 @@ Config keys (``cfg.TRAINER.CALIB``; defaults = the official code, see :data:`CAL
 NAME ("" = off), ALPHA, BETA, LAMBDA_MARGIN, LAMBDA_MOM, MBLS_ALPHA, MBLS_MARGIN, PENALTY_WEIGHT,
 INSTANCE_T ("mean": T = batch mean of B x C x E instance-conditional text features, renormalised; "last": the
 last image's, as the official CoCoOp code), MARGIN_LOGITS ("scaled": z as the official code; "cosine": z / s),
-FROZEN_TEMPLATES ("single": the dataset's hand-written template; "ensemble": the 80 ImageNet templates) - read by
-the trainer when it builds ``F0``, not here.
+FROZEN_TEMPLATES ("single": the dataset's hand-written template; "ensemble": the 80 ImageNet templates) and
+FROZEN_TARGET_PREC ("model": F0 in the run's precision; "fp16": always fp16, as the paper's zero-shot CLIP; "fp32") -
+read by the trainer when it builds ``F0``, not here.
 """
 from __future__ import annotations
 
@@ -244,9 +245,10 @@ CALIB_DEFAULTS: dict[str, Any] = {
     "INSTANCE_T": "mean",
     "MARGIN_LOGITS": "scaled",
     "FROZEN_TEMPLATES": "single",
+    "FROZEN_TARGET_PREC": "model",
 }
 _CHOICES = {"INSTANCE_T": ("mean", "last"), "MARGIN_LOGITS": ("scaled", "cosine"),
-            "FROZEN_TEMPLATES": ("single", "ensemble")}
+            "FROZEN_TEMPLATES": ("single", "ensemble"), "FROZEN_TARGET_PREC": ("model", "fp16", "fp32")}
 
 
 def resolve_calib_name(name: str | None) -> str:

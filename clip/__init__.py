@@ -12,7 +12,7 @@ has OpenAI's attribute semantics (`clip/model.py`).
 Errors a user can cause raise dassl.utils.UserError (docs/architecture.md §5).
 """
 from .backbones import register_backbone
-from .build import LOGIT_SCALE_INIT, PRECISIONS, build_clip
+from .build import LOGIT_SCALE_INIT, PRECISIONS, build_clip, cast_copy
 from .encoders import TextEncoder, VisionEncoder
 from .loading import OPENAI_MODELS, available_models, load, read_state_dict
 from .model import build_model, convert_weights, openai_compatible
@@ -21,6 +21,6 @@ from . import clip, model, simple_tokenizer  # noqa: E402  (OpenAI's submodules:
 
 __all__ = [
     "load", "available_models", "tokenize", "TextEncoder", "VisionEncoder", "register_backbone", "build_clip",
-    "read_state_dict", "build_model", "convert_weights", "openai_compatible", "OPENAI_MODELS", "PRECISIONS",
-    "LOGIT_SCALE_INIT", "SOT_TOKEN", "EOT_TOKEN",
+    "cast_copy", "read_state_dict", "build_model", "convert_weights", "openai_compatible", "OPENAI_MODELS",
+    "PRECISIONS", "LOGIT_SCALE_INIT", "SOT_TOKEN", "EOT_TOKEN",
 ]

@@ -7,6 +7,7 @@ prompt init whichever backbone it uses.
 """
 from __future__ import annotations
 
+import copy
 import math
 from dataclasses import asdict
 from typing import Mapping, Optional, Tuple, Union
@@ -14,6 +15,8 @@ from typing import Mapping, Optional, Tuple, Union
 import torch
 from open_clip.model import CLIP, CLIPTextCfg, CLIPVisionCfg, convert_weights_to_lp, set_model_preprocess_cfg
 from open_clip.transform import PreprocessCfg
+from open_clip.transformer import LayerNormFp32
+from torch import nn
 
 from dassl.utils import UserError
 
@@ -52,6 +55,25 @@ def finalize(model: CLIP, device: Union[str, torch.device], precision: str) -> C
         # open_clip's defaults are OpenAI's preprocessing (mean/std, bicubic, shortest-side resize)
         set_model_preprocess_cfg(model, asdict(PreprocessCfg(size=getattr(model.visual, "image_size", 224))))
     return model.eval()
+
+
+def cast_copy(module: nn.Module, precision: str) -> nn.Module:
+    """A copy of a CLIP model or of a part of it (a tower, `clip.TextEncoder`) cast as `build_clip` would have built
+    it in `precision`: "fp32"/"amp" every tensor fp32; "fp16"/"bf16" OpenAI's build (matrices and the projections
+    in low precision, embeddings fp32, every LayerNorm computing in fp32 and casting back). Used to run a frozen
+    tower in another precision than the model's (the paper's fp16 zero-shot CLIP next to an fp32 model)."""
+    dtype = low_precision_dtype(precision)
+    out = copy.deepcopy(module).float()
+    if dtype is not None:
+        convert_weights_to_lp(out, dtype=dtype)
+        for m in out.modules():
+            if isinstance(m, nn.LayerNorm) and not isinstance(m, LayerNormFp32):
+                m.__class__ = LayerNormFp32  # same parameters; computes in fp32 (OpenAI's LayerNorm)
+            for name in ("text_projection", "proj"):  # projections held outside CLIP/the towers (TextEncoder)
+                t = getattr(m, name, None)
+                if isinstance(t, nn.Parameter):
+                    t.data = t.data.to(dtype)
+    return out
 
 
 def build_clip(embed_dim: int, vision_cfg: CLIPVisionCfg, text_cfg: CLIPTextCfg, *,

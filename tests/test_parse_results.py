@@ -15,13 +15,14 @@ from tools import parse_results as pr
 
 def write(root: Path, rel: str, trainer="CoOp", dataset="Caltech101", subsample="base", seed=1, acc=50.0, ece=5.0,
           calib=None, shots=16, backbone="ViT-B/16", config="vit_b16_ep50", max_epoch=50, model_dir=None,
-          calib_params=None, backbone_weights=None, **metrics) -> Path:
+          calib_params=None, backbone_weights=None, method_cfg=None, precision=None, **metrics) -> Path:
     """A run folder holding only results.json (the folder name carries no information on purpose)."""
     d = root / rel
     d.mkdir(parents=True)
     run = {"trainer": trainer, "dataset": dataset, "subsample": subsample, "shots": shots, "seed": seed,
            "calib": calib, "calib_params": calib_params, "backbone": backbone, "config": config,
            "max_epoch": max_epoch, "model_dir": model_dir, "backbone_weights": backbone_weights}
+    run.update({k: v for k, v in (("method_cfg", method_cfg), ("precision", precision)) if v is not None})
     (d / "results.json").write_text(json.dumps({"metrics": {"accuracy": acc, "ece": ece, **metrics},
                                                 "split": "test", "run": run}))
     return d
@@ -187,6 +188,38 @@ def test_reference_rows_and_printed_vs_recomputed_avg(tmp_path, capsys):
     write(other, "a", backbone="tiny-vit")
     rc, out, _ = run(capsys, other, "--reference", "tcpt")
     assert "paper (" not in out and "not compared here" in out
+
+
+KG = {"W": 8.0, "N_CTX": 4, "PREC": "fp16"}
+
+
+def test_reference_pairs_like_with_like(tmp_path, capsys):
+    """The paper's KgCoOp rows come from TCPT's hybrid loss: our published-loss KgCoOp gets no Δ against them, a
+    note says which options reproduce them; runs with those options get the Δ. A precision difference is a note."""
+    kg = dict(trainer="KgCoOp", config="vit_b16_ep100_ctxv1", max_epoch=100, calib="tcpt", acc=98.0)
+    write(tmp_path, "pub", method_cfg={**KG, "LOSS": "kg", "FROZEN_TARGET": "dataset"}, precision="fp16", **kg)
+    write(tmp_path, "coop", acc=98.0, precision="fp32", method_cfg={"N_CTX": 16})
+    rc, out, _ = run(capsys, tmp_path, "--reference", "tcpt", "--method", "kgcoop", "coop")
+    assert rc == 0
+    lines = out.splitlines()
+    kg_paper = next(i for i, l in enumerate(lines) if "paper (Ours)" in l and "Acc." in l)
+    assert "[other settings]" in lines[kg_paper] and "97.68" in lines[kg_paper]     # KgCoOp Ours, Caltech
+    assert "Δ" not in lines[kg_paper + 1]                                           # no difference row
+    assert ('paper KgCoOp rows were made with LOSS tcpt_hybrid, FROZEN_TARGET own' in out
+            and "our TCPT runs have FROZEN_TARGET dataset, LOSS kg" in out
+            and 'rerun with OPTS="TRAINER.KGCOOP.LOSS tcpt_hybrid TRAINER.KGCOOP.FROZEN_TARGET own"' in out)
+    # CoOp (no method settings in the paper's file): Δ shown, the fp32 precision noted
+    assert "+0.02" in out and "our plain runs have PREC fp32: Δ shown" in out
+
+    like = tmp_path / "like"
+    write(like, "hyb", method_cfg={**KG, "LOSS": "tcpt_hybrid", "FROZEN_TARGET": "own"}, precision="fp16", **kg)
+    rc, out, _ = run(capsys, like, "--reference", "tcpt")
+    assert "[other settings]" not in out and "+0.32" in out and "were made with" not in out  # 98.00 - 97.68
+    # runs from before run.method_cfg was recorded count as different
+    old = tmp_path / "old"
+    write(old, "hyb", **kg)
+    rc, out, _ = run(capsys, old, "--reference", "tcpt")
+    assert "[other settings]" in out and "LOSS not recorded" in out
 
 
 def test_reference_file_keeps_printed_and_recomputed_avgs():

@@ -93,3 +93,38 @@ def test_every_text_prompt_method_respects_the_chunk(method):
             model.prepare()
     assert sizes and max(sizes) <= chunk
     assert sum(sizes) % n == 0  # every class encoded (once per image / prompt set)
+
+
+def test_cocoop_logits_are_the_same_at_every_chunk():
+    """TEST.TEXT_CHUNK only splits the evaluation's text-encoder calls (CoCoOp: groups of chunk // C images, or
+    one image's classes split when C > chunk): the logits are the same at every chunk size."""
+    n = 8
+    names = [f"thing {i}" for i in range(n)]
+    zs = F.normalize(torch.randn(n, 64, generator=torch.Generator().manual_seed(0)), dim=-1)
+    with contextlib.redirect_stdout(io.StringIO()):
+        model = TRAINER_REGISTRY.get("CoCoOp").model_class(model_cfg("CoCoOp", 0), names, clip.load("tiny-vit"), zs)
+    model.eval()
+    feats = F.normalize(torch.randn(5, 64, generator=torch.Generator().manual_seed(1)), dim=-1)
+    with torch.no_grad():
+        whole = model(image_features=feats).logits
+        for chunk in (1, 3, n, 2 * n + 1, 3 * n, 5 * n, 1000):
+            model.text_chunk = chunk
+            with text_batches(model) as sizes:
+                got = model(image_features=feats).logits
+            assert max(sizes) <= chunk and sum(sizes) == 5 * n
+            torch.testing.assert_close(got, whole, rtol=1e-5, atol=1e-5)
+
+
+def test_default_chunk_is_chosen_by_device(monkeypatch):
+    from trainers.base import TEXT_CHUNK_DEFAULTS, resolve_text_chunk
+
+    cfg = model_cfg("CoCoOp", -1)
+    assert train.setup_cfg(train.parse_args([])).TEST.TEXT_CHUNK == -1  # the default: by device
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    assert resolve_text_chunk(cfg) == TEXT_CHUNK_DEFAULTS["cpu"] == 50
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    assert resolve_text_chunk(cfg) == TEXT_CHUNK_DEFAULTS["cuda"] == 256
+    cfg.defrost()
+    cfg.USE_CUDA = False  # the trainer will run on the CPU
+    assert resolve_text_chunk(cfg) == 50
+    assert resolve_text_chunk(model_cfg("CoCoOp", 0)) == 0 and resolve_text_chunk(model_cfg("CoCoOp", 7)) == 7

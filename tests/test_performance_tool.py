@@ -3,6 +3,7 @@ method (including one that does not train), and its helpers (interleaving, paire
 from __future__ import annotations
 
 import json
+import re
 import statistics
 import sys
 
@@ -126,3 +127,16 @@ def test_random_vit_b16_has_vit_b16_shapes():
     n = sum(p.numel() for p in model.parameters())
     assert 149e6 < n < 151e6  # ViT-B/16 CLIP has 149.6M parameters
     assert clip.VisionEncoder(model).width == 768 and clip.TextEncoder(model).width == 512
+
+
+def test_text_chunk_figures_and_report(tmp_path):
+    """--text-chunks: one CoCoOp evaluation batch per TEST.TEXT_CHUNK, interleaved; the same logits at each."""
+    out = tmp_path / "chunk.md"
+    r = run_tool(["--method", "CoCoOp", *FAST, "--text-chunks", "8", "1", "2", "--json", "--out", str(out)])
+    assert list(r["text_chunk_ms"]) == ["8", "1", "2"] and all(v > 0 for v in r["text_chunk_ms"].values())
+    assert r["text_chunk_ratio"]["8"] == 1.0 and r["text_chunk_logits_max_diff"] < 1e-5
+    assert r["num_classes_eval"] == 2 and "train_step_ms" not in r  # only the evaluation batch is timed
+    text = out.read_text()
+    assert "## CoCoOp evaluation by TEST.TEXT_CHUNK on `tiny-vit`" in text
+    assert re.search(r"\|\s+8 \| [0-9.]+ ms\s+\| 1\.00x", text)
+    assert "## Summary" not in text and "compare the ratios" in text

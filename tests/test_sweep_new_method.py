@@ -53,7 +53,7 @@ def test_the_built_in_methods_keep_their_names():
     # the light name table (tools/parse_results.py reads it without importing the trainers) agrees with the classes
     assert {u: sweep.METHODS[u].trainer for u in sweep.PAPER_ORDER} == sweep.PAPER_METHODS
     assert sweep.trainer_name("KGCOOP") == "KgCoOp" and sweep.trainer_name("zsclip") == "ZeroshotCLIP"
-    assert sweep.resolve_method("ZeroshotCLIP") == ("zsclip", sweep.Method("ZeroshotCLIP", "vit_b16"))
+    assert sweep.resolve_method("ZeroshotCLIP") == ("zsclip", sweep.Method("ZeroshotCLIP", "vit_b16", "vit_b16", "vit_b16"))
     assert "shifted" not in sweep.METHODS  # a registered trainer without sweep_config is not listed ...
 
 
@@ -82,7 +82,7 @@ def test_new_method_through_the_script(new_method, tmp_path):
     done = subprocess.run(["bash", str(REPO / "scripts/base2novel.sh"), "sweepnew", "toy"], env=env, cwd=tmp_path,
                           capture_output=True, text=True, timeout=900)
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
-    layout = "*/toy/shots_1/SweepNew/sweepnew_toy-clip_calib/seed1/results.json"
+    layout = "*/toy/shots_1/SweepNew/sweepnew_toy-clip_calib_*/seed1/results.json"  # _<id8>: OPTS (run identity)
     runs = sorted((tmp_path / "out" / "base2new").glob(layout))
     assert len(runs) == 2
     for path in runs:

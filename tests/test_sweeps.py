@@ -111,7 +111,8 @@ def test_user_errors_name_the_fix(capsys):
 def test_method_table_is_complete():
     assert set(sweep.METHODS) == {"coop", "cocoop", "kgcoop", "prograd", "proda", "maple", "ivlp", "vpt",
                                   "promptsrc", "zsclip"}
-    assert sweep.METHODS["maple"] == sweep.Method("MaPLe", "vit_b16_c2_ep5_batch4_2ctx")
+    assert sweep.METHODS["maple"] == sweep.Method("MaPLe", "vit_b16_c2_ep5_batch4_2ctx",
+                                                  cross_dataset="vit_b16_c2_ep5_batch4_2ctx_cross_datasets")
     assert sweep.resolve_method("PromptSRC")[0] == "promptsrc"
     assert [sweep.DATASETS[d] for d in sweep.BASE2NOVEL_DATASETS][:2] == ["ImageNet", "Caltech101"]
 
@@ -152,6 +153,99 @@ def test_cross_dataset_and_domain_generalization_share_the_imagenet_run(capsys):
     dg = [shlex.split(l) for l in dry(capsys, "domain_generalization", "coop", SEEDS="1", CALIB="on")]
     assert dg[0] == xd[0] and len(dg) == 5
     assert [Path(opt(w, "--dataset-config-file")).stem for w in dg[1:]] == list(sweep.DOMAIN_TARGETS)
+
+
+# The config of every method x protocol (tools/sweep.py METHODS); None = no published recipe: an error.
+PROTOCOL_CONFIGS = {
+    "coop": ("vit_b16_ep50", "vit_b16_ep50", "vit_b16_ep50"),
+    "cocoop": ("vit_b16_c4_ep10_batch1_ctxv1", "vit_b16_c4_ep10_batch1_ctxv1", None),
+    "kgcoop": ("vit_b16_ep100_ctxv1", None, None),
+    "prograd": ("vit_b16_c16_ep100_batch32", None, None),
+    "proda": ("vit_b16_c16_ep100_batch4", None, None),
+    "maple": ("vit_b16_c2_ep5_batch4_2ctx", "vit_b16_c2_ep5_batch4_2ctx_cross_datasets", None),
+    "ivlp": ("vit_b16_c2_ep5_batch4_2+2ctx", None, None),
+    "vpt": ("vit_b16_c2_ep5_batch4_4", None, None),
+    "promptsrc": ("vit_b16_c2_ep20_batch4_4+4ctx", "vit_b16_c2_ep20_batch4_4+4ctx_cross_datasets",
+                  "vit_b16_c2_ep50_batch4_4+4ctx_few_shot"),
+    "zsclip": ("vit_b16", "vit_b16", "vit_b16"),
+}
+
+
+@pytest.mark.parametrize("method", sorted(PROTOCOL_CONFIGS))
+def test_config_per_method_and_protocol(method, capsys):
+    b2n, xd, fs = PROTOCOL_CONFIGS[method]
+    # domain generalization evaluates the ImageNet run of cross_dataset: the same config
+    expected = {"base2novel": b2n, "cross_dataset": xd, "domain_generalization": xd, "few_shot": fs}
+    for command, cfg in expected.items():
+        argv = [command, method] + (["caltech101"] if command in ("base2novel", "few_shot") else [])
+        rc = sweep.main(argv, env={"DRY_RUN": "1", "SEEDS": "1", "CALIB": "off", "SHOTS": "16"})
+        out, err = capsys.readouterr()
+        if cfg is None:  # one clear line naming the protocol and the fix, nothing planned
+            assert rc == 2 and out == "" and len(err.strip().splitlines()) == 1, (command, err)
+            assert f"{sweep.METHODS[method].trainer} has no" in err and "CFG=" in err
+            assert f"CFG={PROTOCOL_CONFIGS[method][0]}" in err
+            # CFG runs it with the user's config
+            rc = sweep.main(argv, env={"DRY_RUN": "1", "SEEDS": "1", "CALIB": "off", "SHOTS": "16",
+                                       "CFG": PROTOCOL_CONFIGS[method][0]})
+            out = capsys.readouterr().out
+            assert rc == 0 and f"/{PROTOCOL_CONFIGS[method][0]}.yaml" in out
+            continue
+        assert rc == 0, err
+        configs = {opt(shlex.split(line), "--config-file") for line in out.splitlines()}
+        assert configs == {f"configs/trainers/{sweep.METHODS[method].trainer}/{cfg}.yaml"}, command
+        assert (REPO / next(iter(configs))).is_file()
+
+
+def test_missing_protocol_config_message():
+    with pytest.raises(sweep.SweepError) as e:
+        sweep.method_config(sweep.METHODS["maple"], None, "few_shot")
+    assert str(e.value) == ("MaPLe has no few-shot config: its reference code publishes no recipe for this protocol "
+                            "(its class sets no sweep_few_shot_config). Set CFG=<name> to run it with a config of "
+                            "configs/trainers/MaPLe/ you choose, e.g. CFG=vit_b16_c2_ep5_batch4_2ctx (its "
+                            "base-to-novel config).")
+    with pytest.raises(sweep.SweepError, match="KgCoOp has no cross-dataset / domain-generalization"):
+        sweep.method_config(sweep.METHODS["kgcoop"], None, "cross_dataset")
+
+
+def test_promptsrc_protocol_configs_hold_the_reference_values():
+    import yaml
+
+    def load(name):
+        return yaml.safe_load((REPO / "configs/trainers/PromptSRC" / f"{name}.yaml").read_text())
+
+    b2n, xd, fs = (load(c) for c in PROTOCOL_CONFIGS["promptsrc"])
+    node = {k: (d["TRAINER"]["PROMPTSRC"], d["OPTIM"]) for k, d in (("b2n", b2n), ("xd", xd), ("fs", fs))}
+    for key, (src, optim) in node.items():
+        assert (optim["LR"], src["N_CTX_TEXT"], src["N_CTX_VISION"], src["TEXT_LOSS_WEIGHT"],
+                src["IMAGE_LOSS_WEIGHT"], src["CTX_INIT"], src["PREC"]) == (0.0025, 4, 4, 25, 10, "a photo of a",
+                                                                             "fp16"), key
+    assert (xd["OPTIM"]["MAX_EPOCH"], xd["TRAINER"]["PROMPTSRC"]["PROMPT_DEPTH_TEXT"],
+            xd["TRAINER"]["PROMPTSRC"]["PROMPT_DEPTH_VISION"], xd["TRAINER"]["PROMPTSRC"]["GPA_MEAN"],
+            xd["TRAINER"]["PROMPTSRC"]["GPA_STD"]) == (20, 3, 3, 6, 10)
+    assert (fs["OPTIM"]["MAX_EPOCH"], fs["TRAINER"]["PROMPTSRC"]["PROMPT_DEPTH_TEXT"],
+            fs["TRAINER"]["PROMPTSRC"]["PROMPT_DEPTH_VISION"], fs["TRAINER"]["PROMPTSRC"]["GPA_MEAN"],
+            fs["TRAINER"]["PROMPTSRC"]["GPA_STD"]) == (50, 9, 9, 30, 30)
+    # everything else is the base-to-novel config's
+    for other in (xd, fs):
+        assert {k: v for k, v in other.items() if k not in ("OPTIM", "TRAINER")} == \
+            {k: v for k, v in b2n.items() if k not in ("OPTIM", "TRAINER")}
+
+
+def test_promptsrc_few_shot_gpa_per_dataset(capsys):
+    """PromptSRC's few-shot config comment: GPA 45/5 on Cars, Flowers, Aircraft, DTD, EuroSAT; 30/30 elsewhere."""
+    for dataset, gpa in (("dtd", ("45", "5")), ("caltech101", None)):
+        words = shlex.split(dry(capsys, "few_shot", "promptsrc", dataset, SEEDS="1", CALIB="off", SHOTS="4")[0])
+        if gpa is None:
+            assert "TRAINER.PROMPTSRC.GPA_MEAN" not in words
+        else:
+            assert (opt(words, "TRAINER.PROMPTSRC.GPA_MEAN"), opt(words, "TRAINER.PROMPTSRC.GPA_STD")) == gpa
+    # the user's OPTS come later and win; a user CFG gets no per-dataset options
+    words = shlex.split(dry(capsys, "few_shot", "promptsrc", "dtd", SEEDS="1", CALIB="off", SHOTS="4",
+                            OPTS="TRAINER.PROMPTSRC.GPA_MEAN 40")[0])
+    assert words.index("40") > words.index("45")
+    words = dry(capsys, "few_shot", "promptsrc", "dtd", SEEDS="1", CALIB="off", SHOTS="4",
+                CFG="vit_b16_c2_ep20_batch4_4+4ctx")[0]
+    assert "GPA_MEAN" not in words
 
 
 def test_few_shot_k_loop(capsys):

@@ -270,6 +270,38 @@ def measure_eval_batches(trainer, batches, steps: int, warmup: int, sync) -> dic
             "paper_eval_batch_ms": med(s["paper"]), "paper_eval_ratio": paired_ratio(s["paper"], s["ours"])}
 
 
+def measure_text_chunks(trainer, batches, chunks: list[int], steps: int, warmup: int, sync) -> dict[str, Any]:
+    """One evaluation batch (frozen image features given, as from the cache) at each ``TEST.TEXT_CHUNK`` in
+    ``chunks``, interleaved round by round; the prompts per text-encoder call are what the chunk bounds (CoCoOp:
+    groups of chunk // C images). Ratios are per-round medians against the first chunk; the logits of every chunk
+    are compared with the first's."""
+    model = trainer.model
+    trainer.set_model_mode("eval")
+    images = [trainer.parse_batch_test(b)[0] for b in batches]
+    old = model.text_chunk
+    try:
+        with torch.no_grad(), trainer.autocast():
+            feats = [model.encode_image(x) for x in images]
+            k = len(feats)
+
+            def at(chunk):
+                def call(r):
+                    model.text_chunk = chunk
+                    return model(image_features=feats[r % k])
+                return call
+
+            ref = at(chunks[0])(0).logits
+            diff = max((at(c)(0).logits - ref).abs().max().item() for c in chunks)
+            s = interleave({str(c): at(c) for c in chunks}, steps, warmup, sync)
+    finally:
+        model.text_chunk = old
+    first = str(chunks[0])
+    return {"text_chunk_ms": {c: med(s[str(c)]) for c in chunks},
+            "text_chunk_ratio": {c: paired_ratio(s[str(c)], s[first]) for c in chunks},
+            "text_chunk_logits_max_diff": diff, "text_chunk_default": old,
+            "num_classes_eval": model.prompts.num_classes if hasattr(model, "prompts") else None}
+
+
 def measure_cache(trainer) -> dict[str, Any]:
     """Wall time of two evaluations of the test split: the first fills the image-feature cache, the second reads it."""
     from trainers import feature_cache
@@ -364,8 +396,10 @@ def benchmark(method: str, backbone: str, *, precision: str | None = None, batch
               eval_batch_size: int | None = None, classes: int = 10, steps: int = 10, warmup: int = 2,
               calib: str = "tcpt", per_class: int | None = None, image_size: int = 256, workers: int = 0,
               config_file: str | None = None, profile: bool = False, n_batches: int = 3,
-              opts: tuple[str, ...] = (), workdir: Path | None = None, verbose: bool = False) -> dict[str, Any]:
-    """All the figures of one (method, backbone) configuration, as a flat dict (see the module docstring)."""
+              opts: tuple[str, ...] = (), workdir: Path | None = None, verbose: bool = False,
+              text_chunks: tuple[int, ...] = ()) -> dict[str, Any]:
+    """All the figures of one (method, backbone) configuration, as a flat dict (see the module docstring).
+    ``text_chunks``: only the evaluation batch at each of these TEST.TEXT_CHUNK values (measure_text_chunks)."""
     eval_batch_size = eval_batch_size or batch_size
     config_file = default_config_file(method) if config_file is None else config_file
     if per_class is None:  # half of the images train: enough for n_batches distinct batches, and >= 10 per class
@@ -390,6 +424,12 @@ def benchmark(method: str, backbone: str, *, precision: str | None = None, batch
             "warmup": warmup, "opts": list(opts),
             "learnable_params": sum(p.numel() for p in plain.learnable_parameters()),
         }
+        if text_chunks:
+            with quiet(not verbose):
+                test_batches, _ = preload(plain.test_loader, n_batches)
+                result.update(measure_text_chunks(plain, test_batches, list(text_chunks), steps, warmup, sync))
+            result["load_after"] = load_average()
+            return result
         with quiet(not verbose):
             batches, load_ms = preload(plain.train_loader_x, n_batches)
             result["data_ms_per_batch"] = med(load_ms)
@@ -525,6 +565,17 @@ def result_table(r: dict[str, Any]) -> str:
     return tabulate(rows, headers=["figure", "value", "note"], tablefmt="github")
 
 
+def text_chunk_table(r: dict[str, Any]) -> str:
+    from tabulate import tabulate
+
+    base = next(iter(r["text_chunk_ms"]))
+    rows = [[f"{c}" + (" (the default)" if int(c) == r.get("text_chunk_default") else ""),
+             _f(ms, ".1f", " ms"), _x(r["text_chunk_ratio"][c])]
+            for c, ms in r["text_chunk_ms"].items()]
+    return tabulate(rows, headers=["TEST.TEXT_CHUNK", "evaluation batch", f"per-round median vs {base}"],
+                    tablefmt="github")
+
+
 def summary_table(runs: list[dict[str, Any]]) -> str:
     from tabulate import tabulate
 
@@ -548,7 +599,18 @@ def render_markdown(runs: list[dict[str, Any]], machine: dict[str, Any], command
              f"- {machine['platform']}", f"- date (UTC): {machine['date']}",
              f"- load average (1, 5, 15 min) before: {machine.get('load_before')}, after: "
              f"{machine.get('load_after')}" + _wait_note(machine.get("load_wait")), ""]
-    lines += ["## Summary", "", summary_table(runs), ""]
+    chunk_runs = [r for r in runs if "text_chunk_ms" in r]
+    runs = [r for r in runs if "text_chunk_ms" not in r]
+    if runs:
+        lines += ["## Summary", "", summary_table(runs), ""]
+    for r in chunk_runs:
+        lines += [f"## {r['method']} evaluation by TEST.TEXT_CHUNK on `{r['backbone']}` ({r['precision']}, "
+                  f"{r['device']})", "",
+                  f"One test batch of {r['eval_batch_size']} images over {r['num_classes_eval']} classes (frozen "
+                  f"image features given, as from the cache); medians of {r['steps']} interleaved rounds after "
+                  f"{r['warmup']} warm-up rounds; load average after: {r.get('load_after')}. The logits of every "
+                  f"chunk differ from the first's by at most {r['text_chunk_logits_max_diff']:.2g}.", "",
+                  text_chunk_table(r), ""]
     for r in runs:
         lines += [f"## {r['method']} on `{r['backbone']}` ({r['precision']}, {r['device']})", "",
                   f"{r['classes']} classes, {r['images_per_class']} generated {r['image_size']}px JPEGs per class, "
@@ -557,7 +619,7 @@ def render_markdown(runs: list[dict[str, Any]], machine: dict[str, Any], command
                   f"medians of {r['steps']} rounds after {r['warmup']} warm-up rounds.", "",
                   result_table(r), ""]
         lines += _findings(r) + [""]
-    lines += METHOD_NOTES
+    lines += METHOD_NOTES if runs else CHUNK_NOTES
     return "\n".join(lines).rstrip() + "\n"
 
 
@@ -618,6 +680,17 @@ METHOD_NOTES = [
 ]
 
 
+CHUNK_NOTES = [
+    "## How it is measured", "",
+    "- The trainer is built as train.py builds it; every chunk size evaluates the same batches in the same rounds "
+    "(order reversed every other round), so a busy machine slows them alike: compare the ratios, not the absolute "
+    "times. TEST.TEXT_CHUNK bounds the prompts per text-encoder call (CoCoOp: groups of chunk // C images).",
+    "- Chunks at or above the batch's B·C prompts do the same work: their ratio shows the timing noise. A chunk "
+    "of C (the classes) is the paper's code's loop: one pass of the C prompts per image.",
+    "",
+]
+
+
 # ----------------------------------------------------------------------------------------------- CLI
 def _per_backbone(values: list, n: int, flag: str) -> list:
     if len(values) == 1:
@@ -655,6 +728,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--json", action="store_true", help="print the figures as JSON on stdout")
     p.add_argument("--out", default=None, help="write the Markdown report here (e.g. docs/performance.md)")
     p.add_argument("--verbose", action="store_true", help="show the trainers' console output")
+    p.add_argument("--text-chunks", nargs="+", type=int, default=None, metavar="N",
+                   help="measure only one evaluation batch at each of these TEST.TEXT_CHUNK values (CoCoOp)")
     p.add_argument("--opts", nargs="+", default=[], metavar="KEY VALUE",
                    help="config KEY VALUE pairs for every trainer, as train.py's trailing opts "
                         "(e.g. TRAINER.COOP.CLASS_TOKEN_POSITION middle)")
@@ -684,7 +759,8 @@ def main(argv=None) -> int:
                                   eval_batch_size=eb, classes=args.classes, steps=s, warmup=args.warmup,
                                   calib=args.calib, per_class=pc, image_size=args.image_size,
                                   workers=args.workers, config_file=args.config_file, profile=args.profile,
-                                  opts=tuple(args.opts), verbose=args.verbose))
+                                  opts=tuple(args.opts), verbose=args.verbose,
+                                  text_chunks=tuple(args.text_chunks or ())))
     except UserError as exc:
         print(f"Error: {exc}", file=sys.stderr)
         return 1
@@ -700,7 +776,7 @@ def main(argv=None) -> int:
     else:
         for r in runs:
             print(f"\n{r['method']} on {r['backbone']} ({r['precision']}, {r['device']})")
-            print(result_table(r))
+            print(text_chunk_table(r) if "text_chunk_ms" in r else result_table(r))
     return 0
 
 

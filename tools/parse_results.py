@@ -20,6 +20,9 @@ per source of the prompts (trained on the dataset itself, on another dataset, or
 - Post-hoc results next to a run (``results_<method>.json`` from tools/calibrate.py) are variants ``<calib>+<m>``.
 - ``--reference tcpt`` adds the paper's numbers (tools/reference/tcpt_readme.json) and our difference under each
   row of a matching protocol (ViT-B/16, 16 shots); the paper's Avg is recomputed, its printed value shown beside.
+  Like is paired with like: where the paper's rows of a method were made with other method settings than our runs
+  record (``settings`` in the reference file: TCPT's hybrid "KgCoOp"), the difference is withheld and a note gives
+  the options that reproduce the paper's settings; softer differences (precision) are noted under the table.
 """
 from __future__ import annotations
 
@@ -87,6 +90,8 @@ class Record:
     model_dir: str | None
     weights: str | None = None  # run.backbone_weights: a fingerprint of the frozen CLIP's weights
     options_id: str | None = None  # run.identity.options_id: the result-changing command-line options
+    method_cfg: str = ""       # canonical JSON of run.method_cfg (the TRAINER.<method> keys; "" when not recorded)
+    precision: str | None = None  # run.precision (the resolved PREC)
 
     @property
     def zero_shot(self) -> bool:
@@ -116,7 +121,9 @@ def _record(path: Path, data: dict, run: dict, posthoc: str | None) -> Record:
                   config=str(run.get("config") or "?"), max_epoch=run.get("max_epoch"), calib=calib,
                   calib_params=json.dumps(params, sort_keys=True) if params else "", posthoc=posthoc,
                   model_dir=run.get("model_dir") or None, weights=run.get("backbone_weights") or None,
-                  options_id=(run.get("identity") or {}).get("options_id") or None)
+                  options_id=(run.get("identity") or {}).get("options_id") or None,
+                  method_cfg=json.dumps(run["method_cfg"], sort_keys=True) if run.get("method_cfg") else "",
+                  precision=run.get("precision") or None)
 
 
 def load_records(root: str | Path) -> tuple[list[Record], list[str]]:
@@ -395,6 +402,29 @@ class Reference:
                 return r
         return None
 
+    def settings_of(self, trainer: str) -> list[dict]:
+        """The settings the paper's rows of ``trainer`` were made with (``settings`` in the reference file)."""
+        return [st for st in self.doc.get("settings", []) if st["trainer"] in ("*", trainer)]
+
+    def differences(self, trainer: str, records: Iterable[Record]) -> list[tuple[dict, str]]:
+        """(setting, what our runs have) for each setting of the paper's ``trainer`` rows that ``records`` do not
+        all share; a run that does not record its settings counts as different."""
+        records = list(records)
+        out = []
+        for st in self.settings_of(trainer):
+            ours = set()
+            for r in records:
+                method = json.loads(r.method_cfg) if r.method_cfg else None
+                for key, want in st.get("method", {}).items():
+                    have = "not recorded" if method is None else method.get(key, "not recorded")
+                    if have != want:
+                        ours.add(f"{key} {have}")
+                if "precision" in st and r.precision and r.precision != st["precision"]:
+                    ours.add(f"PREC {r.precision}")
+            if ours:
+                out.append((st, ", ".join(sorted(ours))))
+        return out
+
     def value(self, row: dict, dataset: str) -> float | None:
         try:
             return row["values"][self.doc["datasets"].index(dataset)]
@@ -469,7 +499,26 @@ def _reference_rows(t: Table, ref: Reference, block: Block, row: Row, sub: str, 
     avg_text = _fmt(avg if avg is not None else rr.get("avg_printed"))
     if rr.get("avg_printed") is not None and avg is not None and abs(rr["avg_printed"] - avg) > 0.005:
         avg_text += f" (printed {rr['avg_printed']:.2f})"
-    t.rows.append(["", f"  paper ({rr['readme_label']})", label] + [_fmt(paper[d]) for d in datasets] + [avg_text])
+    records = [r for cell in row.records.values() for r in cell.values()]  # base and novel runs share settings
+    differ = ref.differences(block.trainer, records)
+    required = [(st, ours) for st, ours in differ if st.get("required")]
+    t.rows.append(["", f"  paper ({rr['readme_label']})" + (" [other settings]" if required else ""), label]
+                  + [_fmt(paper[d]) for d in datasets] + [avg_text])
+    for st, ours in differ:
+        want = ", ".join([f"{k} {v}" for k, v in st.get("method", {}).items()]
+                         + ([f"PREC {st['precision']}"] if "precision" in st else []))
+        msg = (f"paper {block.trainer} rows were made with {want} ({st['why']}); our {row.label} runs have "
+               f"{ours}: ")
+        if st.get("required"):
+            node = f"TRAINER.{st['node']}." if st.get("node") else ""
+            opts = " ".join(f"{node}{k} {v}" for k, v in st.get("method", {}).items())
+            msg += f"no Δ (unlike settings); rerun with OPTS=\"{opts}\" to compare"
+        else:
+            msg += "Δ shown, read it with that in mind"
+        if msg not in t.notes:
+            t.notes.append(msg)
+    if required:
+        return
     both = [d for d in over if d in means and paper.get(d) is not None]
     delta_avg = DASH
     if both:

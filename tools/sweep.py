@@ -9,11 +9,11 @@
 
 Settings come from the environment (the scripts' interface):
 ``DATA`` (./data), ``OUTPUT`` (output), ``SEEDS`` ("1 2 3"), ``SHOTS`` (16; few_shot: "1 2 4 8 16"),
-``CALIB`` (both | on | off | mbls | zs_norm | penalty, or several separated by spaces/commas), ``CFG`` (the
-method's config name), ``BACKBONE``, ``OPTS`` (extra ``KEY VALUE`` pairs for every run), ``DRY_RUN=1`` (print
-the train.py commands, one per line, run nothing; runs whose record is stale are named on stderr),
-``ON_MISMATCH`` (rerun | error: what to do with a run whose record was made by another identity),
-``STOP_ON_ERROR=1`` (stop at the first failed run instead
+``CALIB`` (both | on | off | mbls | zs_norm | penalty, or several separated by spaces/commas), ``CFG`` (a
+config name instead of the method's config for the protocol; a protocol without one is an error), ``BACKBONE``,
+``OPTS`` (extra ``KEY VALUE`` pairs for every run), ``DRY_RUN=1`` (print the train.py commands, one per line,
+run nothing; runs whose record is stale are named on stderr), ``ON_MISMATCH`` (rerun | error: what to do with a
+run whose record was made by another identity), ``STOP_ON_ERROR=1`` (stop at the first failed run instead
 of going on with the next one), ``PYTHON`` (the interpreter named in printed commands, default ``python``).
 Zero-shot CLIP (``zsclip``) trains nothing: one eval-only run per split and dataset (the first seed,
 ``NUM_SHOTS 0``), whatever SEEDS, SHOTS and CALIB say.
@@ -58,10 +58,21 @@ class SweepError(Exception):
 class Method:
     trainer: str   # registered trainer name (configs/trainers/<trainer>/)
     config: str    # the base-to-novel config the paper's runs used (protocol.md §3)
+    #: the config of the ImageNet training run shared by cross_dataset and domain_generalization, and the config of
+    #: all-class few_shot; None = the method's reference code publishes no recipe for that protocol, and the sweep
+    #: stops with one error instead of guessing (CFG=<name> runs it with a config of the user's choosing). Where
+    #: the reference trains that protocol with its base-to-novel config, the entry names that config explicitly.
+    cross_dataset: str | None = None
+    few_shot: str | None = None
 
     @property
     def zero_shot(self) -> bool:
         return self.trainer == ZERO_SHOT
+
+    def protocol_config(self, protocol: str) -> str | None:
+        """The config name of ``protocol`` (one of :data:`PROTOCOL_CONFIGS`), None when there is none."""
+        return {"base2novel": self.config, "cross_dataset": self.cross_dataset,
+                "few_shot": self.few_shot}[protocol]
 
 
 ZERO_SHOT = "ZeroshotCLIP"
@@ -75,8 +86,9 @@ PAPER_ORDER = tuple(PAPER_METHODS)
 
 class _RegistryMethods(collections.abc.Mapping):
     """``METHODS``: sweep name -> Method for every registered trainer whose class names its config
-    (``sweep_config = "<config>"``, a file of configs/trainers/<Trainer>/; ``sweep_name``, default the lower-case
-    trainer name). Built from the trainer registry on first use (importing ``trainers``, which also loads the
+    (``sweep_config = "<config>"``, a file of configs/trainers/<Trainer>/, the base-to-novel one;
+    ``sweep_cross_dataset_config`` / ``sweep_few_shot_config`` for the other protocols, unset = no published recipe;
+    ``sweep_name``, default the lower-case trainer name). Built from the trainer registry on first use (importing ``trainers``, which also loads the
     drop-in trainer files of trainers/contrib/ and $CALIB_PROMPT_TRAINERS), so a new method sweeps with no edit here."""
 
     def __init__(self):
@@ -91,7 +103,9 @@ class _RegistryMethods(collections.abc.Mapping):
             for name, cls in trainers.items():
                 config = cls.__dict__.get("sweep_config")
                 if config:
-                    found[cls.__dict__.get("sweep_name") or name.lower()] = Method(name, config)
+                    found[cls.__dict__.get("sweep_name") or name.lower()] = Method(
+                        name, config, cross_dataset=cls.__dict__.get("sweep_cross_dataset_config"),
+                        few_shot=cls.__dict__.get("sweep_few_shot_config"))
             rank = {n: i for i, n in enumerate(PAPER_ORDER)}
             self._methods = dict(sorted(found.items(), key=lambda kv: rank.get(kv[0], len(rank))))
         return self._methods
@@ -117,7 +131,14 @@ def registered_trainers() -> dict:
 
 
 METHODS: Mapping[str, Method] = _RegistryMethods()
-CROSS_DATASET_SUFFIX = "_cross_datasets"  # a method's own cross-dataset config, used when it exists
+#: protocols with a config of their own (domain_generalization evaluates cross_dataset's ImageNet run)
+PROTOCOL_CONFIGS = ("base2novel", "cross_dataset", "few_shot")
+#: extra options of a method's few-shot runs on some datasets: PromptSRC's few-shot config comment sets GPA 45/5 for
+#: these five datasets (30/30, the file's value, for the others)
+FEW_SHOT_DATASET_OPTS: dict[str, dict[str, list[str]]] = {
+    "PromptSRC": {d: ["TRAINER.PROMPTSRC.GPA_MEAN", "45", "TRAINER.PROMPTSRC.GPA_STD", "5"]
+                  for d in ("stanford_cars", "oxford_flowers", "fgvc_aircraft", "dtd", "eurosat")},
+}
 
 # config file name (configs/datasets/<name>.yaml) -> registry name (results.json run.dataset)
 DATASETS: dict[str, str] = {
@@ -203,11 +224,22 @@ def dataset_config(name: str) -> Path:
     return path
 
 
-def method_config(method: Method, cfg: str, cross_dataset: bool = False) -> Path:
-    """configs/trainers/<Trainer>/<cfg>.yaml (cross-dataset: ``<cfg>_cross_datasets.yaml`` when it exists)."""
+def method_config(method: Method, cfg: str | None = None, protocol: str = "base2novel") -> Path:
+    """configs/trainers/<Trainer>/<cfg>.yaml: ``cfg`` (the user's CFG) when given, else the method's config for
+    ``protocol`` (:meth:`Method.protocol_config`); a protocol without one is an error, never a fallback."""
     folder = REPO / "configs" / "trainers" / method.trainer
-    if cross_dataset and (folder / f"{cfg}{CROSS_DATASET_SUFFIX}.yaml").is_file():
-        return folder / f"{cfg}{CROSS_DATASET_SUFFIX}.yaml"
+    if not cfg:
+        cfg = method.protocol_config(protocol)
+        if not cfg and protocol == "base2novel":
+            raise SweepError(f"trainer {method.trainer} names no default config: set CFG=<name of a file in "
+                             f"configs/trainers/{method.trainer}/>, or give the class sweep_config = '<name>'")
+        if not cfg:
+            what = ("cross-dataset / domain-generalization (ImageNet training)" if protocol == "cross_dataset"
+                    else protocol.replace("_", "-"))
+            raise SweepError(f"{method.trainer} has no {what} config: its reference code publishes no recipe for "
+                             f"this protocol (its class sets no sweep_{protocol}_config). Set CFG=<name> to run it "
+                             f"with a config of {_display(folder)}/ you choose, e.g. CFG={method.config} (its "
+                             "base-to-novel config).")
     path = folder / f"{cfg}.yaml"
     if not path.is_file():
         have = sorted(p.stem for p in folder.glob("*.yaml")) if folder.is_dir() else []
@@ -389,14 +421,11 @@ class Planner:
         # zero-shot CLIP sees no training image: NUM_SHOTS 0 (no few-shot draw), one run whatever SHOTS says
         return [0] if self.method.zero_shot else list(ks)
 
-    def config(self, cross_dataset: bool = False) -> Path:
-        if not (self.s.cfg or self.method.config):
-            raise SweepError(f"trainer {self.method.trainer} names no default config: set CFG=<name of a file in "
-                             f"configs/trainers/{self.method.trainer}/>, or give the class sweep_config = '<name>'")
-        name = self.s.cfg or self.method.config
-        if name.endswith(".yaml") and Path(name).expanduser().is_file():  # a drop-in method's own config file
+    def config(self, protocol: str = "base2novel") -> Path:
+        name = self.s.cfg or self.method.protocol_config(protocol)
+        if name and name.endswith(".yaml") and Path(name).expanduser().is_file():  # a drop-in method's own file
             return Path(name).expanduser().resolve()
-        return method_config(self.method, name, cross_dataset)
+        return method_config(self.method, self.s.cfg, protocol)
 
     def backbone(self, dataset: str) -> str | None:
         return self.s.backbone or DEFAULT_BACKBONE.get(dataset)
@@ -418,7 +447,7 @@ class Planner:
         return f"_{found}" if found else ""
 
     def args(self, dataset: str, config: Path, seed: int, calib: str | None, out: Path, shots: int,
-             subsample: str, model_dir: Path | None = None) -> list[str]:
+             subsample: str, model_dir: Path | None = None, extra: Sequence[str] = ()) -> list[str]:
         a = ["--root", self.s.data, "--seed", str(seed), "--trainer", self.method.trainer]
         if calib is not None:
             a += ["--calib"] if calib == "tcpt" else ["--calib", calib]
@@ -431,7 +460,7 @@ class Planner:
             a += ["--eval-only"]
         elif model_dir is not None:
             a += ["--eval-only", "--model-dir", str(model_dir)]  # no --load-epoch: the last saved checkpoint
-        return (a + DATASET_OPTS.get(dataset, []) + self.s.opts
+        return (a + DATASET_OPTS.get(dataset, []) + list(extra) + self.s.opts
                 + ["DATASET.NUM_SHOTS", str(shots), "DATASET.SUBSAMPLE_CLASSES", subsample])
 
     def label(self, what: str, seed: int, calib: str | None) -> str:
@@ -462,7 +491,7 @@ class Planner:
         """Cross-dataset / domain generalization (engine.md §3.5): prompts trained on all ImageNet classes,
         evaluated on the targets; the ImageNet run is shared by both protocols."""
         shots = self.shots([self.s.single_shots()])[0]
-        config = self.config(cross_dataset=True)
+        config = self.config("cross_dataset")
         units = []
         for seed in self.seeds:
             for calib in self.variants:
@@ -480,14 +509,15 @@ class Planner:
 
     def few_shot(self, dataset: str) -> list[Unit]:
         """All-class few-shot learning for K in SHOTS (default 1 2 4 8 16)."""
-        config = self.config()
+        config = self.config("few_shot")
+        extra = [] if self.s.cfg else FEW_SHOT_DATASET_OPTS.get(self.method.trainer, {}).get(dataset, [])
         units = []
         for shots in self.shots(self.s.shots or FEW_SHOT_KS):
             for seed in self.seeds:
                 for calib in self.variants:
                     folder = f"{self.cfg_name(config, calib, self.backbone(dataset), dataset)}_{shots}shots"
                     out = self.s.output / dataset / self.method.trainer / folder / f"seed{seed}"
-                    runs = [Run(out, self.args(dataset, config, seed, calib, out, shots, "all"),
+                    runs = [Run(out, self.args(dataset, config, seed, calib, out, shots, "all", extra=extra),
                                 "zero-shot" if self.method.zero_shot else "train")]
                     units.append(Unit(self.label(f"{dataset} {shots}-shot", seed, calib), runs))
         return units

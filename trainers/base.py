@@ -30,7 +30,7 @@ from dassl.utils import UserError, get_rng_state, load_checkpoint, read_image, s
 from dassl.utils.torchtools import CHECKPOINT_POINTER
 
 from . import record
-from .templates import frozen_templates, zeroshot_text_features
+from .templates import frozen_target_precision, frozen_templates, zeroshot_text_features
 
 PRECISIONS = ("fp16", "fp32", "amp", "bf16")
 #: Config keys (prefixes) that do not change what training computes: a run may resume a checkpoint saved under
@@ -58,6 +58,23 @@ class PromptOutput:
     zs_image_features: torch.Tensor | None = None
 
 
+#: TEST.TEXT_CHUNK -1 (the default): prompts per text-encoder call at evaluation by device. CPU: measured
+#: (docs/performance_text_chunk.md: a CoCoOp evaluation batch at 50 prompts per call takes 0.71x (tiny-vit) and
+#: 0.92x (ViT-B/16 shapes) the time at 256; small calls stay in the CPU caches). CUDA: 256, reasoned, not measured
+#: (no GPU here; larger calls fill the GPU, memory stays bounded).
+TEXT_CHUNK_DEFAULTS = {"cpu": 50, "cuda": 256}
+
+
+def resolve_text_chunk(cfg) -> int:
+    """TEST.TEXT_CHUNK as a number of prompts (0 = no chunking; -1 = :data:`TEXT_CHUNK_DEFAULTS` of the device the
+    trainer will use, as Dassl picks it: CUDA when available and USE_CUDA)."""
+    value = int(cfg.TEST.TEXT_CHUNK) if "TEXT_CHUNK" in cfg.TEST else 0
+    if value >= 0:
+        return value
+    cuda = torch.cuda.is_available() and bool(cfg.get("USE_CUDA", True))
+    return TEXT_CHUNK_DEFAULTS["cuda" if cuda else "cpu"]
+
+
 class PromptModel(nn.Module):
     """A method's model around a frozen CLIP.
 
@@ -81,7 +98,7 @@ class PromptModel(nn.Module):
         self.text_encoder = clip.TextEncoder(clip_model)
         self.image_encoder = clip.VisionEncoder(clip_model)
         self.register_buffer("zs_text_features", zs_text_features, persistent=False)
-        self.text_chunk = int(cfg.TEST.TEXT_CHUNK) if "TEXT_CHUNK" in cfg.TEST else 0
+        self.text_chunk = resolve_text_chunk(cfg)
 
     # -- frozen towers stay in eval mode whatever the trainer does (RN50 BatchNorm statistics must not move)
     def train(self, mode: bool = True):
@@ -165,7 +182,8 @@ class PromptTrainer(TrainerX):
                             f"{cfg.MODEL.BACKBONE.NAME!r}; set INPUT.SIZE {size}")
 
         self.zs_text_features = zeroshot_text_features(
-            clip_model, classnames, self.frozen_target_templates()).to(self.device)
+            clip_model, classnames, self.frozen_target_templates(), precision=self.frozen_target_precision()
+        ).to(self.device)
 
         print(f"Building {type(self).__name__} model")
         self.model = self.model_class(cfg, classnames, clip_model, self.zs_text_features).to(self.device)
@@ -204,6 +222,11 @@ class PromptTrainer(TrainerX):
         its own table (KgCoOp/ProGrad, as the TCPT code does, behind a switch)."""
         kind = self.cfg.TRAINER.CALIB.FROZEN_TEMPLATES if "CALIB" in self.cfg.TRAINER else "single"
         return frozen_templates(self.cfg.DATASET.NAME, kind)
+
+    def frozen_target_precision(self) -> str | None:
+        """TRAINER.CALIB.FROZEN_TARGET_PREC: the precision F0's text tower runs in (None: the model's own)."""
+        calib = self.cfg.TRAINER.get("CALIB") or {}
+        return frozen_target_precision(calib.get("FROZEN_TARGET_PREC", "model"))
 
     def learnable_named_parameters(self):
         return [(n, p) for n, p in self.model.named_parameters() if p.requires_grad]

@@ -70,4 +70,6 @@ class CoCoOp(PromptTrainer):
     model_class = CoCoOpModel
     cfg_node = "COCOOP"
     sweep_config = "vit_b16_c4_ep10_batch1_ctxv1"  # the config tools/sweep.py runs (the paper's base-to-novel one)
+    # CoCoOp's xd_train.sh trains on ImageNet with its base-to-novel config; it has no few-shot protocol.
+    sweep_cross_dataset_config = "vit_b16_c4_ep10_batch1_ctxv1"
     cfg_defaults = {"N_CTX": 16, "CTX_INIT": "", "PREC": "fp16"}

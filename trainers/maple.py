@@ -74,5 +74,7 @@ class MaPLe(PromptTrainer):
     model_class = MaPLeModel
     cfg_node = "MAPLE"
     sweep_config = "vit_b16_c2_ep5_batch4_2ctx"  # the config tools/sweep.py runs (the paper's base-to-novel one)
+    # its own ImageNet config (depth 3, lr 0.0026, 2 epochs); no few-shot recipe (PromptSRC#21)
+    sweep_cross_dataset_config = "vit_b16_c2_ep5_batch4_2ctx_cross_datasets"
     registered_name = "MultiModalPromptLearner"
     cfg_defaults = {"N_CTX": 2, "CTX_INIT": "a photo of a", "PREC": "fp16", "PROMPT_DEPTH": 9}

@@ -150,6 +150,9 @@ class PromptSRC(PromptTrainer):
     model_class = PromptSRCModel
     cfg_node = "PROMPTSRC"
     sweep_config = "vit_b16_c2_ep20_batch4_4+4ctx"  # the config tools/sweep.py runs (the paper's base-to-novel one)
+    # one config per protocol (few-shot GPA per dataset: tools/sweep.py FEW_SHOT_DATASET_OPTS)
+    sweep_cross_dataset_config = "vit_b16_c2_ep20_batch4_4+4ctx_cross_datasets"
+    sweep_few_shot_config = "vit_b16_c2_ep50_batch4_4+4ctx_few_shot"
     registered_name = "VLPromptLearner"
     cfg_defaults = {"N_CTX_VISION": 4, "N_CTX_TEXT": 4, "CTX_INIT": "a picture of a", "PREC": "fp16",
                     "PROMPT_DEPTH_VISION": 9, "PROMPT_DEPTH_TEXT": 9, "TEXT_LOSS_WEIGHT": 25,

@@ -80,12 +80,17 @@ def _jsonable(obj):
     return str(obj)
 
 
-def method_precision(trainer) -> str | None:
-    """``TRAINER.<node>.PREC`` of a trainer that does not say its precision: its ``cfg_node``, else the upper-case
-    trainer name (the CoOp-family convention); None when there is no such key."""
+def method_node(trainer) -> dict[str, Any]:
+    """The trainer's own ``TRAINER.<node>`` keys: its ``cfg_node``, else the upper-case trainer name (the CoOp-family
+    convention); {} when there is no such node."""
     cfg = trainer.cfg
     node = cfg.TRAINER.get(getattr(trainer, "cfg_node", None) or str(cfg.TRAINER.NAME).upper())
-    return node.get("PREC") if node is not None and hasattr(node, "get") else None
+    return dict(node) if node is not None and hasattr(node, "items") else {}
+
+
+def method_precision(trainer) -> str | None:
+    """``TRAINER.<node>.PREC`` of a trainer that does not say its precision; None when there is no such key."""
+    return method_node(trainer).get("PREC")
 
 
 def run_info(trainer, eval_seconds: float, num_test: int | None = None) -> dict[str, Any]:
@@ -108,6 +113,7 @@ def run_info(trainer, eval_seconds: float, num_test: int | None = None) -> dict[
         "backbone": cfg.MODEL.BACKBONE.NAME,
         "backbone_weights": fingerprint() if callable(fingerprint) else None,
         "precision": getattr(trainer, "precision", None) or method_precision(trainer),
+        "method_cfg": method_node(trainer),  # TRAINER.<method> (parse_results --reference pairs like with like)
         "config": cfg.get("CONFIG_NAME", "") or None,
         "max_epoch": cfg.OPTIM.MAX_EPOCH,
         "model_dir": getattr(trainer, "_loaded_from", None),

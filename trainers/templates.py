@@ -12,6 +12,7 @@ import torch
 import torch.nn.functional as F
 
 import clip
+from clip.build import low_precision_dtype
 
 DEFAULT_TEMPLATE = "a photo of a {}."
 
@@ -54,19 +55,45 @@ def frozen_templates(dataset_name: str, kind: str = "single") -> list[str]:
     raise UserError(f"TRAINER.CALIB.FROZEN_TEMPLATES must be 'single' or 'ensemble', got {kind!r}")
 
 
+#: TRAINER.CALIB.FROZEN_TARGET_PREC: the precision of the text tower that computes F0. "model": the run's own (fp16
+#: under PREC fp16, where the paper's numbers were made, as its zero-shot CLIP); "fp16": always fp16, as the paper's
+#: code, whose zero-shot CLIP stays fp16 under PREC fp32 (also on a CPU); "fp32": always fp32 (TCPT's ProGrad teacher).
+FROZEN_TARGET_PRECS = ("model", "fp16", "fp32")
+
+
+def frozen_target_precision(value) -> str | None:
+    """The CLIP precision F0 is computed in for a FROZEN_TARGET_PREC value (None = the model's own)."""
+    kind = str(value).lower()
+    if kind not in FROZEN_TARGET_PRECS:
+        from dassl.utils import UserError
+
+        raise UserError(f"TRAINER.CALIB.FROZEN_TARGET_PREC must be one of {', '.join(FROZEN_TARGET_PRECS)}, "
+                        f"got {value!r}")
+    return None if kind == "model" else kind
+
+
 @torch.no_grad()
 def zeroshot_text_features(clip_model, classnames: Sequence[str], templates: Sequence[str],
-                           chunk: int = 256) -> torch.Tensor:
+                           chunk: int = 256, precision: str | None = None) -> torch.Tensor:
     """Normalised frozen text features C×E (float32). With several templates: the mean of the per-template
-    normalised features, normalised again (CoOp's ensemble rule)."""
+    normalised features, normalised again (CoOp's ensemble rule). ``precision`` ("fp16", "fp32", ...): run the text
+    tower in that precision, on a temporary copy (``clip.cast_copy``) when the model's differs; None: the model's."""
     device = clip_model.logit_scale.device
     names = [c.replace("_", " ") for c in classnames]
+    encode = clip_model.encode_text
+    if precision is not None:
+        tower = clip.TextEncoder(clip_model)
+        if tower.dtype != (low_precision_dtype(precision) or torch.float32):
+            tower = clip.cast_copy(tower, precision)
+
+            def encode(ids):
+                return tower(tower.embed(ids), ids.argmax(-1))
     total = None
     for template in templates:
         from .prompts import tokenize_prompts
 
         ids = tokenize_prompts([template.format(n) for n in names], names)
-        feats = torch.cat([clip_model.encode_text(ids[i:i + chunk].to(device)).float()
+        feats = torch.cat([encode(ids[i:i + chunk].to(device)).float()
                            for i in range(0, len(ids), chunk)])
         feats = F.normalize(feats, dim=-1)
         total = feats if total is None else total + feats

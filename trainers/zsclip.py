@@ -36,6 +36,7 @@ class ZeroshotCLIP(PromptTrainer):
     cfg_node = "ZSCLIP"
     sweep_config = "vit_b16"  # the config tools/sweep.py runs (the paper's base-to-novel one)
     sweep_name = "zsclip"  # the METHOD name sweeps take (default: the lower-case trainer name)
+    sweep_cross_dataset_config = sweep_few_shot_config = "vit_b16"  # trains nothing: one config for every protocol
     cfg_defaults = {"PREC": "fp16", "TEMPLATES": "single"}
     trainable = False
 

@@ -7,9 +7,9 @@ TRAINER_REGISTRY = Registry("TRAINER")
 IMPORT_FAILURES: dict[str, str] = {}
 
 
-def build_trainer(cfg):
-    """Instantiate ``TRAINER_REGISTRY[cfg.TRAINER.NAME](cfg)`` (the trainer modules must be imported)."""
-    name = cfg.TRAINER.NAME
+def trainer_class(name: str):
+    """The registered trainer class ``name``; an unknown name is one error naming the method files that failed to
+    import (one of them may define it)."""
     try:
         check_availability(name, TRAINER_REGISTRY.registered_names(), what="trainer (TRAINER.NAME / --trainer)")
     except UnknownNameError as exc:
@@ -17,6 +17,12 @@ def build_trainer(cfg):
             raise
         failed = "; ".join(f"{f} ({e})" for f, e in IMPORT_FAILURES.items())
         raise UnknownNameError(f"{exc} These trainer files failed to import, one may define it: {failed}") from None
+    return TRAINER_REGISTRY.get(name)
+
+
+def build_trainer(cfg):
+    """Instantiate ``TRAINER_REGISTRY[cfg.TRAINER.NAME](cfg)`` (the trainer modules must be imported)."""
+    cls = trainer_class(cfg.TRAINER.NAME)
     if cfg.VERBOSE:
-        print(f"Loading trainer: {name}")
-    return TRAINER_REGISTRY.get(name)(cfg)
+        print(f"Loading trainer: {cfg.TRAINER.NAME}")
+    return cls(cfg)
