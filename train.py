@@ -180,6 +180,11 @@ def main(args) -> None:
     if cfg.SEED >= 0:
         print(f"Setting fixed seed: {cfg.SEED}")
         set_random_seed(cfg.SEED)
+    if cfg.TRAIN.NUM_THREADS < 0:
+        raise UserError(f"TRAIN.NUM_THREADS {cfg.TRAIN.NUM_THREADS}: expected 0 (torch's default, one per core) "
+                        "or a positive thread count, e.g. TRAIN.NUM_THREADS 1")
+    if cfg.TRAIN.NUM_THREADS > 0:
+        torch.set_num_threads(cfg.TRAIN.NUM_THREADS)
     if args.deterministic:
         torch.use_deterministic_algorithms(True, warn_only=True)
         torch.backends.cudnn.benchmark = False
@@ -202,6 +207,7 @@ def main(args) -> None:
     print("Collecting env info ...")
     print("** System info **")
     print(collect_env_info())
+    print(f"torch threads: {torch.get_num_threads()} (TRAIN.NUM_THREADS {cfg.TRAIN.NUM_THREADS})")
     print()
 
     from dassl.engine import build_trainer

@@ -12,14 +12,17 @@ Settings come from the environment (the scripts' interface):
 ``CALIB`` (both | on | off | mbls | zs_norm | penalty, or several separated by spaces/commas), ``CFG`` (the
 method's config name), ``BACKBONE``, ``OPTS`` (extra ``KEY VALUE`` pairs for every run), ``DRY_RUN=1`` (print
 the train.py commands, one per line, run nothing), ``STOP_ON_ERROR=1`` (stop at the first failed run instead
-of going on with the next one), ``PYTHON`` (the interpreter named in printed commands, default ``python``).
+of going on with the next one), ``THREADS`` (torch threads per run, ``TRAIN.NUM_THREADS``: 1 for the toy and tiny
+backbones, else torch's default; ``tools/run_policy.py``), ``PYTHON`` (the interpreter named in printed
+commands, default ``python``).
 Zero-shot CLIP (``zsclip``) trains nothing: one eval-only run per split and dataset (the first seed,
 ``NUM_SHOTS 0``), whatever SEEDS, SHOTS and CALIB say.
 
 A run whose ``results.json`` exists is complete and skipped; any other run is (re)started in its folder, where
 train.py resumes from its last checkpoint. train.py's output goes to ``<run dir>/console.log`` (stdout+stderr of
 the last attempt; ``log.txt`` is train.py's own log); the console shows one progress line per unit (a training
-run and the evaluations of its prompts) and one result line per run. A failed run prints the tail of its
+run and the evaluations of its prompts), the running run's epoch and ETA (``tools/progress.py``: a line rewritten
+in place on a terminal, one line per epoch otherwise) and one result line per run. A failed run prints the tail of its
 console.log and its command; the evaluations that need its prompts are skipped, the sweep goes on (or stops with
 ``STOP_ON_ERROR=1``) and exits 1 at the end. Tables are computed by ``tools/parse_results.py`` from results.json.
 """
@@ -239,6 +242,7 @@ class Settings:
     dry_run: bool = False
     stop_on_error: bool = False
     python: str = "python"
+    threads: int | None = None          # THREADS (tools/run_policy.py); None = per backbone
 
     @classmethod
     def from_env(cls, env: Mapping[str, str]) -> "Settings":
@@ -250,6 +254,12 @@ class Settings:
                 cfg=get("CFG") or None, backbone=get("BACKBONE") or None, opts=parse_opts(env.get("OPTS", "")),
                 dry_run=get("DRY_RUN") not in ("", "0", "false", "no"),
                 stop_on_error=get("STOP_ON_ERROR") not in ("", "0", "false", "no"), python=get("PYTHON") or "python")
+        from tools.run_policy import ThreadsError, parse_threads
+
+        try:
+            s.threads = parse_threads(get("THREADS"))
+        except ThreadsError as e:
+            raise SweepError(str(e)) from None
         if get("SHOTS"):
             s.shots = _ints(get("SHOTS"), "SHOTS")
         # DATASET.NUM_SHOTS in OPTS is the same setting as SHOTS: take it, so that the layout tells the truth
@@ -350,7 +360,9 @@ class Planner:
             a += ["--eval-only"]
         elif model_dir is not None:
             a += ["--eval-only", "--model-dir", str(model_dir)]  # no --load-epoch: the last saved checkpoint
-        return (a + DATASET_OPTS.get(dataset, []) + self.s.opts
+        from tools.run_policy import thread_opts
+
+        return (a + thread_opts(self.s.threads, backbone) + DATASET_OPTS.get(dataset, []) + self.s.opts
                 + ["DATASET.NUM_SHOTS", str(shots), "DATASET.SUBSAMPLE_CLASSES", subsample])
 
     def label(self, what: str, seed: int, calib: str | None) -> str:
@@ -458,9 +470,9 @@ def execute(units: Sequence[Unit], s: Settings, python: str | None = None) -> in
             log = run.out_dir / "console.log"
             t0 = time.time()
             try:
-                with open(log, "w") as f:
-                    rc = subprocess.run(run.argv(python), stdout=f, stderr=subprocess.STDOUT,
-                                        stdin=subprocess.DEVNULL).returncode
+                from tools.progress import run_logged  # the run's epoch and ETA on the console while it runs
+
+                rc = run_logged(run.argv(python), log, head)
             except KeyboardInterrupt:
                 print(f"\ninterrupted during {run.out_dir}; rerun the same command to resume", flush=True)
                 return 130

@@ -1,0 +1,81 @@
+"""Run progress on the sweep's console: a train.py child writes everything to its ``console.log``; while it runs,
+the sweep reads the log's latest engine line (``epoch [3/20] batch [10/12] ... eta 0:00:41``) and shows
+
+    train_base           epoch 3/20  ETA 0:00:41
+
+On a terminal this is one line rewritten in place (cleared when the run ends); otherwise (a file, a pipe, CI) one
+line per new epoch, so a log of the sweep shows progress too. The ETA is the engine's own estimate of the
+remaining training time (mean batch time x batches left); evaluation follows it (``evaluating``).
+"""
+from __future__ import annotations
+
+import re
+import subprocess
+import sys
+from pathlib import Path
+from typing import Sequence, TextIO
+
+EPOCH_RE = re.compile(r"epoch \[(\d+)/(\d+)\] batch \[(\d+)/(\d+)\].*\beta (\S+)")
+EVAL_MARKS = ("Finish training", "Evaluate on the")
+TAIL_BYTES = 16384
+
+
+def read_progress(log: Path) -> str | None:
+    """``epoch 3/20  ETA 0:00:41`` / ``evaluating`` from the end of a run's console.log (None: nothing yet)."""
+    try:
+        with open(log, "rb") as f:
+            f.seek(0, 2)
+            size = f.tell()
+            f.seek(max(0, size - TAIL_BYTES))
+            text = f.read().decode("utf-8", errors="replace")
+    except OSError:
+        return None
+    for line in reversed(text.splitlines()):
+        m = EPOCH_RE.search(line)
+        if m:
+            epoch, max_epoch, _, _, eta = m.groups()
+            return f"epoch {epoch}/{max_epoch}  ETA {eta}"
+        if any(mark in line for mark in EVAL_MARKS):
+            return "evaluating"
+    return None
+
+
+def run_logged(argv: Sequence[str], log: Path, head: str, out: TextIO | None = None, interval: float = 1.0,
+               tty: bool | None = None) -> int:
+    """Run ``argv`` with stdout+stderr into ``log`` and show its progress on ``out`` after ``head``; the exit code.
+    Any exception while waiting (Ctrl-C) kills the child before it propagates."""
+    out = out or sys.stdout
+    tty = out.isatty() if tty is None else tty
+    shown: str | None = None
+    width = 0
+    with open(log, "w") as f:
+        proc = subprocess.Popen(list(argv), stdout=f, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)
+        try:
+            while True:
+                try:
+                    proc.wait(timeout=interval)
+                    break
+                except subprocess.TimeoutExpired:
+                    pass
+                now = read_progress(log)
+                if now is None or now == shown:
+                    continue
+                if tty:
+                    line = f"{head} {now}"
+                    out.write("\r" + line.ljust(width))
+                    width = len(line)
+                elif now != "evaluating" and (shown is None or now.split("  ")[0] != shown.split("  ")[0]):
+                    out.write(f"{head} {now}\n")       # a new epoch (not every ETA update)
+                else:
+                    continue
+                out.flush()
+                shown = now
+        except BaseException:
+            proc.kill()
+            proc.wait()
+            raise
+        finally:
+            if tty and width:
+                out.write("\r" + " " * width + "\r")
+                out.flush()
+    return proc.returncode
