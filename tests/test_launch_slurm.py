@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import io
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -131,9 +132,22 @@ def test_a_failed_task_is_reported_with_its_log_tail(slurm_cluster, tmp_path, mo
     assert rc == 1, out
     assert "FAILED job " in out and "finished: 0/1 array task(s) complete, 1 failed" in out
     tail = out[out.index("FAILED job "):]
-    assert "NO_SUCH_KEY" in tail and "exit code" in tail          # the run's console.log, through the job log
+    assert "FAILED (exit code 1" in tail and "unknown config key OPTIM.NO_SUCH_KEY" in tail   # the run's console.log
+    assert "Traceback" not in tail                               # not submitit's traceback of the chain's exception
     assert not list(tmp_path.glob("output/base2new/test_new/**/console.log"))   # its evaluation never started
     wait_for(lambda: not squeue_active(), 60, "the failed task to leave the queue")
+
+
+def test_failure_report_is_the_runs_report_else_the_log_tail(tmp_path):
+    log = tmp_path / "task.out"
+    log.write_text("submitit INFO start\nrun: a\nFAILED (exit code 2, 3s) a; last lines of x:\n    boom\n"
+                   "    command: python train.py\nsubmitit ERROR (time) - Submitted job triggered an exception\n"
+                   "Traceback (most recent call last):\nChainFailed: a\n")
+    assert launch_slurm.failure_report(log) == ("    FAILED (exit code 2, 3s) a; last lines of x:\n        boom\n"
+                                                "        command: python train.py")
+    log.write_text("submitit INFO start\nTraceback (most recent call last):\nImportError: no module x\n")
+    assert launch_slurm.failure_report(log).endswith("    ImportError: no module x")
+    assert "missing" in launch_slurm.failure_report(tmp_path / "none.out")
 
 
 def _sleeper_commands(tmp_path: Path, n: int) -> list[Path]:
@@ -182,3 +196,33 @@ def test_cancel_command_ends_a_detached_submission(slurm_cluster, tmp_path, monk
     wait_for(lambda: not squeue_active(), 60, "the queue to empty")
     rc, _ = launch_main(["--backend", "slurm", "--cancel", "--log-dir", str(tmp_path / "elsewhere")])
     assert rc == 2
+
+
+@pytest.mark.parametrize("how", ["scancel", "sigkill"])
+def test_a_job_cancelled_behind_the_launchers_back_is_reported(slurm_cluster, tmp_path, monkeypatch, how):
+    monkeypatch.chdir(tmp_path)
+    outs = _sleeper_commands(tmp_path, 1)
+    proc = subprocess.Popen([sys.executable, str(REPO / "tools" / "launch.py"), *slurm_args(tmp_path / "logs")],
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=slurm_cluster.env)
+    try:
+        pids = _pids(outs)
+        if how == "sigkill":   # the task's own python (submitit's, the run's parent) dies: nobody writes a result
+            ppid = int(Path(f"/proc/{pids[0]}/stat").read_text().rsplit(")", 1)[1].split()[1])
+            os.kill(ppid, signal.SIGKILL)
+        else:
+            subprocess.run(["scancel", "--user", str(os.getuid())], check=True)
+        text, _ = proc.communicate(timeout=90)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    assert proc.returncode == 1, text
+    # scancel's SIGTERM ends the run (submitit's own process outlives it and reports the chain), or the whole task
+    if how == "sigkill":
+        assert re.search(r"FAILED job \S+ \([A-Z_]+, no result\): python seed 0", text), text
+    else:
+        assert ("FAILED (killed by SIGTERM: cancelled, timed out or out of memory?" in text
+                or "(CANCELLED, no result)" in text), text
+    assert "finished: 0/1 array task(s) complete, 1 failed" in text
+    if how == "sigkill":   # its orphaned child escapes proctrack/linuxproc (a cgroup cluster would end it)
+        os.kill(pids[0], signal.SIGKILL)
+    wait_for(lambda: not any(alive(p) for p in pids), 60, "the cancelled job's process to end")

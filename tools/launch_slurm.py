@@ -62,13 +62,23 @@ def run_chain(workdir: str, runs: list[dict[str, Any]]) -> list[str]:
             rc = subprocess.run(argv, stdout=f, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
                                 env=dict(os.environ, **r["env"])).returncode
         if rc != 0 or not run.done:
-            why = f"exit code {rc}" if rc else "no results.json written"
+            why = (f"killed by {_signal_name(-rc)}: cancelled, timed out or out of memory?" if rc < 0 else
+                   f"exit code {rc}" if rc else "no results.json written")
             print(f"FAILED ({why}, {time.time() - t0:.0f}s) {r['label']}; last lines of {log}:\n{tail(log, 30)}\n"
                   f"    command: {r['line']}", flush=True)
             raise ChainFailed(f"{r['label']}: {why}; see {log}")
         print(f"done ({time.time() - t0:.0f}s) {r['label']}: {result_line(run.out_dir)}", flush=True)
         done.append(str(run.out_dir))
     return done
+
+
+def _signal_name(num: int) -> str:
+    import signal
+
+    try:
+        return signal.Signals(num).name
+    except ValueError:
+        return f"signal {num}"
 
 
 # ------------------------------------------------------------------------------------------- on the login node
@@ -166,6 +176,20 @@ def _log_tail(path: Path, n: int = 40) -> str:
     return "\n".join("    " + s for s in lines[-n:])
 
 
+def failure_report(log: Path) -> str:
+    """The failed run's report that run_chain printed into the task's log (without submitit's traceback of the
+    ChainFailed it raised), else the log's tail (an error outside the runs: its traceback)."""
+    try:
+        lines = log.read_text(errors="replace").splitlines()
+    except OSError:
+        return f"    ({log} missing)"
+    start = max((i for i, s in enumerate(lines) if s.startswith("FAILED (")), default=None)
+    if start is None:
+        return _log_tail(log)
+    end = next((i for i in range(start + 1, len(lines)) if lines[i].startswith("submitit ")), len(lines))
+    return "\n".join("    " + s for s in lines[start:end])
+
+
 def follow(jobs: list, chain_list: list[list], out: TextIO, poll: float = 2.0) -> int:
     """Report the array's tasks until all have ended; 0 when every chain completed, 1 otherwise."""
     from tools.launch import _result
@@ -192,8 +216,8 @@ def follow(jobs: list, chain_list: list[list], out: TextIO, poll: float = 2.0) -
                     job.result()
                 except Exception:  # noqa: BLE001  (the job's own report is in its log)
                     failed += 1
-                    say(f"  FAILED job {job.job_id}: {label}; last lines of {job.paths.stdout}:\n"
-                        f"{_log_tail(job.paths.stdout)}")
+                    say(f"  FAILED job {job.job_id}: {label} (log {job.paths.stdout}):\n"
+                        f"{failure_report(job.paths.stdout)}")
                     continue
                 for j in chain_list[i]:
                     say(f"  done {j.label}: {_result(j)}")
