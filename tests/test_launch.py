@@ -61,6 +61,12 @@ def test_parse_commands_dependencies_and_errors(fake):
     assert jobs[1].deps == [0] and jobs[3].deps == [2] and jobs[0].deps == []
     assert jobs[4].env == {"TAG": "x"} and jobs[4].argv[0] == "python"
     assert jobs[1].label == "CoOp dtd seed 1 new"
+    # the sweep's Run (whose done is the one finished-test) gets train.py's arguments, whatever the interpreter
+    run = jobs[1].as_run()
+    assert run.args[:2] == ["--trainer", "CoOp"] and run.out_dir == jobs[1].output_dir
+    assert run.depends == jobs[0].output_dir
+    assert launch.parse_commands(["/opt/py/bin/python3 x/train.py --seed 1 --output-dir o"])[0].as_run().args == \
+        ["--seed", "1", "--output-dir", "o"]
     with pytest.raises(launch.LaunchError, match="no --output-dir"):
         launch.parse_commands(["python train.py --seed 1"])
     with pytest.raises(launch.LaunchError, match="two commands write to"):

@@ -64,8 +64,8 @@ class Job:
         of a finished run."""
         from tools.sweep import Run
 
-        script = 2 if len(self.argv) > 1 and self.argv[0].startswith("python") else 1
-        return Run(self.output_dir, self.argv[script:], "eval" if self.model_dir else "train", self.model_dir)
+        start = 2 if len(self.argv) > 1 and self.argv[1].endswith(".py") else 1   # after [python] train.py
+        return Run(self.output_dir, self.argv[start:], "eval" if self.model_dir else "train", self.model_dir)
 
     @property
     def done(self) -> bool:
