@@ -39,6 +39,9 @@ def test_read_progress_takes_the_last_engine_line(tmp_path):
     assert progress.read_progress(log) == "evaluating"
     log.write_text("x" * (3 * progress.TAIL_BYTES) + "\n" + ENGINE_LINE.format(e=7, eta="0:00:05") + "\n")
     assert progress.read_progress(log) == "epoch 7/20  ETA 0:00:05"   # only the tail is read
+    log.write_text("drawing the Toy dataset into d/toy:  50%|#####     | 1449/2880 [01:16<00:59, 24.28img/s]\r"
+                   "drawing the Toy dataset into d/toy:  51%|#####     | 1461/2880 [01:17<01:00, 23.54img/s]")
+    assert progress.read_progress(log) == "drawing the Toy dataset into d/toy 50%  ETA 01:00"
 
 
 @pytest.mark.parametrize("tty", [False, True])

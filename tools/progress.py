@@ -4,7 +4,8 @@ the sweep reads the log's latest engine line (``epoch [3/20] batch [10/12] ... e
     train_base           epoch 3/20  ETA 0:00:41
 
 On a terminal this is one line rewritten in place (cleared when the run ends); otherwise (a file, a pipe, CI) one
-line per new epoch, so a log of the sweep shows progress too. The ETA is the engine's own estimate of the
+line per new epoch, so a log of the sweep shows progress too. A progress bar in the log (the toy world drawing
+itself on first use) is shown the same way, in steps of 10%. The ETA is the engine's own estimate of the
 remaining training time (mean batch time x batches left); evaluation follows it (``evaluating``).
 """
 from __future__ import annotations
@@ -16,6 +17,8 @@ from pathlib import Path
 from typing import Sequence, TextIO
 
 EPOCH_RE = re.compile(r"epoch \[(\d+)/(\d+)\] batch \[(\d+)/(\d+)\].*\beta (\S+)")
+#: a tqdm bar (e.g. the toy world drawing itself on first use): ``desc:  51%|█████     | 1461/2880 [01:17<01:00, ...``
+BAR_RE = re.compile(r"([^|]*?):\s+(\d+)%\|[^|]*\|\s*\d+/\d+ \[[\d:]+<([\d:?]+)")
 EVAL_MARKS = ("Finish training", "Evaluate on the")
 TAIL_BYTES = 16384
 
@@ -37,6 +40,10 @@ def read_progress(log: Path) -> str | None:
             return f"epoch {epoch}/{max_epoch}  ETA {eta}"
         if any(mark in line for mark in EVAL_MARKS):
             return "evaluating"
+        m = BAR_RE.search(line)
+        if m:   # in steps of 10%: one line per step on a log file
+            desc, pct, eta = m.groups()
+            return f"{desc.strip()} {int(pct) // 10 * 10}%  ETA {eta}"
     return None
 
 
