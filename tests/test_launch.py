@@ -124,3 +124,14 @@ def test_slurm_without_sbatch_is_one_clear_error(fake, monkeypatch, capsys):
     Path("cmds.txt").write_text(b2n_lines(1)[0] + "\n")
     assert launch.main(slurm_args()) == 2
     assert "sbatch not found on PATH" in capsys.readouterr().err
+
+
+def test_slurm_usage_errors_are_one_line_when_run_as_a_script(fake):
+    import subprocess
+
+    Path("cmds.txt").write_text(b2n_lines(1)[0] + "\n")
+    res = subprocess.run([sys.executable, str(Path(launch.__file__)), "cmds.txt", "--backend", "slurm", "--time", "4h"],
+                         capture_output=True, text=True, timeout=60)
+    assert res.returncode == 2 and "Traceback" not in res.stderr
+    assert res.stderr.strip() == ("error: --time '4h': expected MM, HH:MM:SS or D-HH:MM:SS (SLURM's format), "
+                                  "e.g. 4:00:00")

@@ -263,9 +263,12 @@ def chains(jobs: list[Job]) -> tuple[list[list[Job]], list[tuple[Job, str]]]:
 
 
 def run_slurm(jobs: list[Job], args: argparse.Namespace, out: TextIO | None = None) -> int:
-    from tools.launch_slurm import run_slurm as submit
+    from tools.launch_slurm import SlurmUsageError, run_slurm as submit
 
-    return submit(jobs, args, out)
+    try:
+        return submit(jobs, args, out)
+    except SlurmUsageError as e:
+        raise LaunchError(str(e)) from None
 
 
 # ------------------------------------------------------------------------------------------------ entry point

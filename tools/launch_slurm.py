@@ -33,6 +33,10 @@ ENDED = {"COMPLETED", "FAILED", "CANCELLED", "TIMEOUT", "OUT_OF_MEMORY", "NODE_F
          "DEADLINE", "SPECIAL_EXIT", "REVOKED"}
 
 
+class SlurmUsageError(Exception):
+    """A bad option or a missing tool: one line, exit 2 (tools/launch.py turns it into its own usage error)."""
+
+
 class ChainFailed(RuntimeError):
     """A run of a chain did not complete; the job's log holds the report (the run's console.log tail)."""
 
@@ -264,7 +268,7 @@ def cancel_recorded(args: argparse.Namespace, out: TextIO) -> int:
 
 
 def run_slurm(jobs: list, args: argparse.Namespace, out: TextIO | None = None) -> int:
-    from tools.launch import LaunchError, chains
+    from tools.launch import chains
 
     out = out or sys.stdout
     if args.cancel:
@@ -281,7 +285,7 @@ def run_slurm(jobs: list, args: argparse.Namespace, out: TextIO | None = None) -
         minutes = parse_time(args.time)
         sbatch_extra(args.sbatch_arg)
     except ValueError as e:
-        raise LaunchError(str(e)) from None
+        raise SlurmUsageError(str(e)) from None
     if args.print:
         print(f"# {len(chain_list)} array task(s), {n_runs} run(s); per task: --cpus-per-task={args.cpus_per_task}"
               f" --gpus-per-task={args.gpus_per_task}" + (f" --time={minutes}" if minutes else "")
@@ -295,9 +299,9 @@ def run_slurm(jobs: list, args: argparse.Namespace, out: TextIO | None = None) -
     try:
         import submitit  # noqa: F401
     except ImportError:
-        raise LaunchError("the SLURM backend needs submitit: pip install -r requirements.txt") from None
+        raise SlurmUsageError("the SLURM backend needs submitit: pip install -r requirements.txt") from None
     if shutil.which("sbatch") is None:
-        raise LaunchError("sbatch not found on PATH; run this on the cluster's login node, or use --print to see "
+        raise SlurmUsageError("sbatch not found on PATH; run this on the cluster's login node, or use --print to see "
                           "what would be submitted")
     ex = make_executor(args, len(chain_list))
     workdir = str(Path.cwd())
