@@ -167,8 +167,11 @@ def main(argv: list[str] | None = None) -> int:
     args = p.parse_args(argv)
     if any(t < 1 for t in args.threads) or any(n < 0 for n in args.load_procs) or args.repeats < 1:
         p.error("--threads must be >= 1, --load-procs >= 0, --repeats >= 1")
-    import platform
     import datetime
+    import platform
+    import signal
+
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))   # a killed measurement still ends its load processes
 
     from tools.benchmark import cpu_model
 

@@ -1,9 +1,9 @@
 """How many torch threads a sweep's train.py runs use (config key ``TRAIN.NUM_THREADS``), from ``THREADS``.
 
 Measured (``python tools/bench_threads.py``, docs/threads.md): the CPU-sized backbones (toy-clip, tiny-vit,
-tiny-rn) gain little or nothing from a second thread on a quiet machine and lose several-fold on a machine where
-other CPU-bound processes run, where threads that wait for each other are descheduled; one thread per run is the
-default there. Other backbones keep torch's default (one thread per core; they run on a GPU anyway).
+tiny-rn) gain at best a little from a second thread on an idle 2-core machine (sometimes they lose) and lose
+several-fold on a machine where other CPU-bound processes run, where threads that wait for each other are
+descheduled; one thread per run is the default there. Other backbones keep torch's default (one thread per core; they run on a GPU anyway).
 
 The count is fixed by the settings, never chosen from the machine's current load: the thread count can change the
 last bits of CPU results, and the README's numbers must come out the same on every rerun.
