@@ -187,6 +187,11 @@ def main(args) -> None:
 
     if not (args.eval_only or args.no_train) and getattr(trainer_class(cfg.TRAINER.NAME), "trainable", True):
         check_max_epoch(cfg.OPTIM.MAX_EPOCH)  # before anything is written
+    if cfg.TRAIN.NUM_THREADS < 0:
+        raise UserError(f"TRAIN.NUM_THREADS {cfg.TRAIN.NUM_THREADS}: expected 0 (torch's default, one per core) "
+                        "or a positive thread count, e.g. TRAIN.NUM_THREADS 1")
+    if cfg.TRAIN.NUM_THREADS > 0:
+        torch.set_num_threads(cfg.TRAIN.NUM_THREADS)
     if args.deterministic:
         torch.use_deterministic_algorithms(True, warn_only=True)
         torch.backends.cudnn.benchmark = False
@@ -228,6 +233,7 @@ def _run(args, cfg) -> None:
     print("Collecting env info ...")
     print("** System info **")
     print(collect_env_info())
+    print(f"torch threads: {torch.get_num_threads()} (TRAIN.NUM_THREADS {cfg.TRAIN.NUM_THREADS})")
     print()
 
     from dassl.engine import build_trainer

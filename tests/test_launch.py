@@ -1,12 +1,10 @@
 """tools/launch.py with fake train commands: the local work queue (GPU slots, dependencies, skipping finished
-runs, failures) and the SLURM backend (the generated script, a fake sbatch on PATH, the script run by bash)."""
+runs, failures); the SLURM backend runs against a real cluster in tests/test_launch_slurm.py."""
 from __future__ import annotations
 
 import io
 import json
 import os
-import stat
-import subprocess
 import sys
 from pathlib import Path
 
@@ -63,6 +61,12 @@ def test_parse_commands_dependencies_and_errors(fake):
     assert jobs[1].deps == [0] and jobs[3].deps == [2] and jobs[0].deps == []
     assert jobs[4].env == {"TAG": "x"} and jobs[4].argv[0] == "python"
     assert jobs[1].label == "CoOp dtd seed 1 new"
+    # the sweep's Run (whose done is the one finished-test) gets train.py's arguments, whatever the interpreter
+    run = jobs[1].as_run()
+    assert run.args[:2] == ["--trainer", "CoOp"] and run.out_dir == jobs[1].output_dir
+    assert run.depends == jobs[0].output_dir
+    assert launch.parse_commands(["/opt/py/bin/python3 x/train.py --seed 1 --output-dir o"])[0].as_run().args == \
+        ["--seed", "1", "--output-dir", "o"]
     with pytest.raises(launch.LaunchError, match="no --output-dir"):
         launch.parse_commands(["python train.py --seed 1"])
     with pytest.raises(launch.LaunchError, match="two commands write to"):
@@ -115,69 +119,19 @@ def slurm_args(*extra) -> list[str]:
             "--account", "lab", "--cpus-per-task", "6", "--max-parallel", "4", "--setup", "echo setup-ran", *extra]
 
 
-def test_slurm_print_shows_one_chain_per_array_task(fake, capsys):
-    lines = b2n_lines(3)
-    Path("out/train_base/seed3").mkdir(parents=True)
-    Path("out/train_base/seed3/results.json").write_text("{}")
-    Path("cmds.txt").write_text("\n".join(lines) + "\n")
-    assert launch.main(slurm_args("--print")) == 0
-    script = capsys.readouterr().out
-    for line in ("#SBATCH --array=0-2%4", "#SBATCH --partition=gpu", "#SBATCH --time=2:00:00",
-                 "#SBATCH --gpus-per-task=1", "#SBATCH --cpus-per-task=6", "#SBATCH --mem=32G",
-                 "#SBATCH --account=lab", "echo setup-ran"):
-        assert line in script.splitlines()
-    task0 = script[script.index("\n0)"):script.index("\n1)")]
-    assert task0.count("\n    run ") == 2 and task0.index("train_base/seed1") < task0.index("test_new/seed1")
-    assert task0.strip().split("\n")[1].endswith(" &&")   # a failure stops the chain
-    task2 = script[script.index("\n2)"):script.index("\n*)")]
-    assert "train_base/seed3" not in task2.split("fake_train.py")[0] and "test_new/seed3" in task2
-    assert not Path("slurm_logs").exists()                    # --print writes nothing
-
-
-def test_slurm_submits_with_a_fake_sbatch_and_the_script_runs(fake, monkeypatch, capsys):
-    bin_dir = fake / "bin"
-    bin_dir.mkdir()
-    sbatch = bin_dir / "sbatch"
-    sbatch.write_text('#!/bin/bash\necho "$@" > "$SBATCH_RECORD/args"\nfor a in "$@"; do last="$a"; done\n'
-                      'cp "$last" "$SBATCH_RECORD/script.sh"\necho "Submitted batch job 4242"\n')
-    sbatch.chmod(sbatch.stat().st_mode | stat.S_IEXEC)
-    record = fake / "record"
-    record.mkdir()
-    monkeypatch.setenv("PATH", f"{bin_dir}{os.pathsep}{os.environ['PATH']}")
-    monkeypatch.setenv("SBATCH_RECORD", str(record))
-    lines = b2n_lines(2)
-    Path("cmds.txt").write_text("\n".join(lines) + "\n")
-    assert launch.main(slurm_args()) == 0
-    out = capsys.readouterr().out
-    assert "Submitted batch job 4242: 2 array task(s), 4 run(s)" in out
-    args = (record / "args").read_text().split()
-    assert len(args) == 1 and args[0].endswith(".sbatch") and Path(args[0]).parent.name == "slurm_logs"
-    script = (record / "script.sh").read_text()
-    assert script.startswith("#!/bin/bash\n#SBATCH --job-name=prompt-sweep\n#SBATCH --array=0-1%4\n")
-    # run array task 1 as SLURM would (python = the test's interpreter via PATH)
-    py_dir = fake / "py"
-    py_dir.mkdir()
-    (py_dir / "python").symlink_to(sys.executable)
-    env = dict(os.environ, SLURM_ARRAY_TASK_ID="1", PATH=f"{py_dir}{os.pathsep}{os.environ['PATH']}")
-    res = subprocess.run(["bash", str(record / "script.sh")], env=env, capture_output=True, text=True, timeout=60)
-    assert res.returncode == 0, res.stdout + res.stderr
-    assert "setup-ran" in res.stdout and res.stdout.count("done: ") == 2
-    assert result("out/test_new/seed2")["time"] > result("out/train_base/seed2")["time"]
-    assert not Path("out/train_base/seed1/results.json").exists()       # task 0 not run
-    res = subprocess.run(["bash", str(record / "script.sh")], env=env, capture_output=True, text=True, timeout=60)
-    assert res.stdout.count("skip (finished)") == 2                      # a rerun task skips finished runs
-    # a failing training run stops its chain
-    Path("cmds.txt").write_text(lines[0] + " --fail\n" + lines[1] + "\n")
-    assert launch.main(slurm_args()) == 0
-    capsys.readouterr()
-    env["SLURM_ARRAY_TASK_ID"] = "0"
-    res = subprocess.run(["bash", str(record / "script.sh")], env=env, capture_output=True, text=True, timeout=60)
-    assert res.returncode != 0 and "FAILED (exit code 4)" in res.stdout and "something broke" in res.stdout
-    assert not Path("out/test_new/seed1").exists()
-
-
 def test_slurm_without_sbatch_is_one_clear_error(fake, monkeypatch, capsys):
     monkeypatch.setenv("PATH", str(fake / "empty"))
     Path("cmds.txt").write_text(b2n_lines(1)[0] + "\n")
     assert launch.main(slurm_args()) == 2
     assert "sbatch not found on PATH" in capsys.readouterr().err
+
+
+def test_slurm_usage_errors_are_one_line_when_run_as_a_script(fake):
+    import subprocess
+
+    Path("cmds.txt").write_text(b2n_lines(1)[0] + "\n")
+    res = subprocess.run([sys.executable, str(Path(launch.__file__)), "cmds.txt", "--backend", "slurm", "--time", "4h"],
+                         capture_output=True, text=True, timeout=60)
+    assert res.returncode == 2 and "Traceback" not in res.stderr
+    assert res.stderr.strip() == ("error: --time '4h': expected MM, HH:MM:SS or D-HH:MM:SS (SLURM's format), "
+                                  "e.g. 4:00:00")

@@ -57,11 +57,13 @@ def _finished(units):
 def started(monkeypatch):
     calls = []
 
-    def fake_run(argv, **kw):
+    def fake_run(argv, *args, **kw):
         calls.append(argv)
         return 1  # "failed": nothing is written
 
-    monkeypatch.setattr(children, "run", fake_run)
+    from tools import progress
+
+    monkeypatch.setattr(progress, "run_logged", fake_run)  # how the sweep starts a run (in children.start's group)
     return calls
 
 
@@ -220,6 +222,33 @@ def test_launcher_reruns_stale_records(tmp_path, capsys, monkeypatch):
     assert "stale record: CoOp caltech101 seed 1 base (differs in: versions (torch 1.0 -> " in out
     assert "2 commands: 1 finished already, 1 to run" in out
     assert len(started) == 1 and str(base.out_dir) in started[0]
+
+
+def test_slurm_submission_reruns_stale_records(tmp_path, capsys, monkeypatch):
+    """The SLURM backend's finished-test is the same identity check (tools.launch.job_status), at submission and
+    inside the job (run_chain), so a re-submission after a code or library change does not reuse old records."""
+    from tools import launch, launch_slurm
+
+    env = {"OUTPUT": str(tmp_path / "out"), "DATA": str(tmp_path / "no-data"), "SEEDS": "1", "CALIB": "off"}
+    _, units, _ = sweep.plan("base2novel", ["coop", "caltech101"], sweep.Settings.from_env(env))
+    _finished(units)
+    base, new = units[0].runs
+    rec = json.loads((new.out_dir / "results.json").read_text())
+    rec["run"]["identity"]["versions"]["torch"] = "1.0"
+    (new.out_dir / "results.json").write_text(json.dumps(rec))
+    monkeypatch.chdir(REPO)
+    jobs = launch.parse_commands([r.command(sys.executable) for u in units for r in u.runs])
+    chain_list, blocked = launch.chains(jobs)
+    assert not blocked and [[j.output_dir for j in c] for c in chain_list] == [[new.out_dir]]
+    assert "stale record: CoOp caltech101 seed 1 new (differs in: versions (torch 1.0 -> " in capsys.readouterr().out
+    # inside the job: the stale run is run again (its train.py here: a stand-in that fails), the current one skipped
+    loads = [launch_slurm.payload(j, jobs) for j in jobs]
+    for p in loads:
+        p["argv"] = [sys.executable, "-c", "import sys; sys.exit(3)"]
+    with pytest.raises(launch_slurm.ChainFailed, match="exit code 3"):
+        launch_slurm.run_chain(str(REPO), loads)
+    out = capsys.readouterr().out
+    assert f"skip (finished): {jobs[0].label}" in out and f"run: {jobs[1].label}" in out
 
 
 def test_a_dropin_trainer_file_is_part_of_the_code_identity(tmp_path):

@@ -80,12 +80,3 @@ def raise_on_terminate() -> Iterator[None]:
         for sig, old in saved.items():
             signal.signal(sig, old)
 
-
-def run(argv: Sequence[str], grace: float = GRACE_SECONDS, **popen_kwargs) -> int:
-    """:func:`start` and wait; an exception while waiting (Ctrl-C, :class:`Terminated`) stops the child first."""
-    proc = start(argv, **popen_kwargs)
-    try:
-        return proc.wait()
-    except BaseException:
-        stop(proc, grace)
-        raise

@@ -16,19 +16,23 @@ succeeded, and is skipped if it failed.
   ``cpu`` = no GPU), in input order as far as dependencies allow. A leading ``python`` runs as this interpreter.
   Each run's output goes to ``<output-dir>/console.log``; a failure prints its tail and the command. Exit 1 when
   any run did not complete.
-- ``slurm``: one job array; each array task runs a chain, i.e. a training run and then the evaluations that
-  depend on it, in order, stopping the chain at the first failure (so no ``--dependency`` between arrays is
-  needed and a failed training run blocks only its own evaluations). Finished runs are left out when the script
-  is written and skipped again when a task starts. ``--print`` shows the sbatch script without submitting.
+- ``slurm`` (``tools/launch_slurm.py``, on submitit): one job array; each array task runs a chain, i.e. a training
+  run and then the evaluations that depend on it, in order, stopping the chain at the first failure (so no
+  ``--dependency`` between arrays is needed and a failed training run blocks only its own evaluations). Finished
+  runs are left out when submitting and skipped again when a task starts. The launcher then follows the array
+  (a line per started task and finished run, a failed task's log tail) until it ends; Ctrl-C cancels it
+  (``scancel``); ``--detach`` only submits; ``--cancel`` cancels the last submission recorded in ``--log-dir``;
+  ``--print`` shows the array's tasks without submitting.
+
+"Finished" is one test for both backends (:func:`job_status`): a ``results.json`` whose run identity is the one the
+command would record now (tools/run_status.py); a stale record is named with what differs and run again.
 """
 from __future__ import annotations
 
 import argparse
-import datetime as _dt
 import os
 import re
 import shlex
-import shutil
 import subprocess
 import sys
 import time
@@ -56,9 +60,17 @@ class Job:
     model_dir: Path | None
     deps: list[int] = field(default_factory=list)   # indices of jobs this one waits for
 
+    def as_run(self):
+        """The command as the sweep's ``Run`` (train.py's arguments, folder, kind), whose ``done`` is the one test
+        of a finished run."""
+        from tools.sweep import Run
+
+        start = 2 if len(self.argv) > 1 and self.argv[1].endswith(".py") else 1   # after [python] train.py
+        return Run(self.output_dir, self.argv[start:], "eval" if self.model_dir else "train", self.model_dir)
+
     @property
     def done(self) -> bool:
-        return (self.output_dir / "results.json").is_file()
+        return self.as_run().done
 
     @property
     def label(self) -> str:
@@ -140,6 +152,24 @@ def _result(job: Job) -> str:
         return ""
 
 
+def dependency_args(job: Job, jobs: list[Job]) -> list[str] | None:
+    """train.py's arguments of the run whose prompts ``job`` loads (None when it loads none)."""
+    from tools.run_status import train_args
+
+    return next((train_args(j.argv) for j in jobs if j.index in job.deps), None)
+
+
+def job_status(job: Job, jobs: list[Job], checker) -> tuple[str, list[str]]:
+    """``done`` (a record of the identity the command would have now), ``stale`` (with what differs) or
+    ``missing``: the one test of a finished command for both backends (tools/run_status.py)."""
+    from tools.run_status import train_args
+
+    args = train_args(job.argv)
+    if not job.done or args is None:
+        return ("done" if job.done else "missing"), []
+    return checker.status(job.output_dir, args, dependency_args(job, jobs))
+
+
 # ------------------------------------------------------------------------------------------------ local
 def run_local(jobs: list[Job], gpus: list[str], poll: float = 0.2, out: TextIO | None = None) -> int:
     """Run the unfinished jobs, one per slot of ``gpus``, respecting dependencies; 0 when all complete."""
@@ -148,16 +178,13 @@ def run_local(jobs: list[Job], gpus: list[str], poll: float = 0.2, out: TextIO |
         print(msg, file=out, flush=True)
 
     from tools import children
-    from tools.run_status import Checker, train_args
+    from tools.run_status import Checker
 
     state: dict[int, str] = {}  # index -> done | failed | running
     todo = []
     checker = Checker()
     for job in jobs:
-        args = train_args(job.argv)
-        dep = next((train_args(j.argv) for j in jobs if j.index in job.deps), None)
-        status, diffs = checker.status(job.output_dir, args, dep) if (job.done and args is not None) else (
-            "done" if job.done else "missing", [])
+        status, diffs = job_status(job, jobs, checker)
         if status == "stale":
             say(f"stale record: {job.label} (differs in: {'; '.join(diffs)}); running it again")
         if status == "done":
@@ -232,8 +259,12 @@ def run_local(jobs: list[Job], gpus: list[str], poll: float = 0.2, out: TextIO |
 
 
 # ------------------------------------------------------------------------------------------------ slurm
-def chains(jobs: list[Job]) -> tuple[list[list[Job]], list[tuple[Job, str]]]:
-    """Unfinished jobs as chains (a job, then everything that depends on it, depth first), and the blocked."""
+def chains(jobs: list[Job], out: TextIO | None = None) -> tuple[list[list[Job]], list[tuple[Job, str]]]:
+    """Unfinished jobs (no record, or a stale one: :func:`job_status`) as chains (a job, then everything that
+    depends on it, depth first), and the blocked."""
+    from tools.run_status import Checker
+
+    checker = Checker()
     children: dict[int, list[Job]] = {j.index: [] for j in jobs}
     for j in jobs:
         for d in j.deps:
@@ -241,7 +272,11 @@ def chains(jobs: list[Job]) -> tuple[list[list[Job]], list[tuple[Job, str]]]:
     out, blocked = [], []
 
     def walk(job: Job, chain: list[Job]) -> None:
-        if not job.done:
+        status, diffs = job_status(job, jobs, checker)
+        if status == "stale":
+            print(f"stale record: {job.label} (differs in: {'; '.join(diffs)}); running it again",
+                  file=out or sys.stdout, flush=True)
+        if status != "done":  # an evaluation of re-trained prompts is stale too (its identity names them)
             chain.append(job)
         for child in children[job.index]:
             walk(child, chain)
@@ -260,80 +295,13 @@ def chains(jobs: list[Job]) -> tuple[list[list[Job]], list[tuple[Job, str]]]:
     return out, blocked
 
 
-def slurm_script(chain_list: list[list[Job]], args: argparse.Namespace, workdir: Path) -> str:
-    """The sbatch script: one array task per chain; inside a task ``run`` skips finished runs and ``&&``
-    stops the chain at the first failure."""
-    opts = [f"--job-name={args.job_name}", f"--array=0-{len(chain_list) - 1}"
-            + (f"%{args.max_parallel}" if args.max_parallel else ""),
-            "--ntasks=1", f"--gpus-per-task={args.gpus_per_task}", f"--cpus-per-task={args.cpus_per_task}",
-            f"--output={args.log_dir}/%x-%A_%a.out"]
-    for name in ("partition", "time", "mem", "account"):
-        if getattr(args, name):
-            opts.append(f"--{name}={getattr(args, name)}")
-    opts += args.sbatch_arg or []
-    lines = ["#!/bin/bash"] + [f"#SBATCH {o}" for o in opts] + [
-        "# Generated by tools/launch.py: one array task per chain (a training run, then the evaluations of its",
-        "# prompts). Finished runs (results.json present) are skipped; a failure stops the rest of its chain.",
-        "set -uo pipefail",
-        f"cd {shlex.quote(str(workdir))}",
-    ]
-    if args.setup:
-        lines.append(args.setup)
-    lines += [
-        "run() {  # run OUTPUT_DIR COMMAND...",
-        '    local out="$1"; shift',
-        '    if [ -f "$out/results.json" ]; then echo "skip (finished): $out"; return 0; fi',
-        '    mkdir -p "$out"',
-        '    echo "run: $*"',
-        '    "$@" > "$out/console.log" 2>&1',
-        "    local rc=$?",
-        '    if [ "$rc" -ne 0 ] || [ ! -f "$out/results.json" ]; then',
-        '        echo "FAILED (exit code $rc): $*"; tail -n 30 "$out/console.log"; return 1',
-        "    fi",
-        '    echo "done: $out"',
-        "}",
-        'case "${SLURM_ARRAY_TASK_ID:?run this script with sbatch}" in',
-    ]
-    for i, chain in enumerate(chain_list):
-        lines.append(f"{i})")
-        for k, job in enumerate(chain):
-            env = ["env"] + [shlex.quote(f"{k2}={v}") for k2, v in job.env.items()] if job.env else []
-            cmd = " ".join(["run", shlex.quote(str(job.output_dir))] + env + [shlex.quote(w) for w in job.argv])
-            lines.append(f"    {cmd}" + (" &&" if k < len(chain) - 1 else ""))
-        lines.append("    ;;")
-    lines += ['*) echo "no chain for array task $SLURM_ARRAY_TASK_ID"; exit 2 ;;', "esac"]
-    return "\n".join(lines) + "\n"
-
-
 def run_slurm(jobs: list[Job], args: argparse.Namespace, out: TextIO | None = None) -> int:
-    out = out or sys.stdout
-    chain_list, blocked = chains(jobs)
-    for job, why in blocked:
-        print(f"blocked: {job.label}: {why}\n    command: {job.line}", file=sys.stderr)
-    n_runs = sum(len(c) for c in chain_list)
-    if not chain_list:
-        print(f"nothing to submit: {len(jobs) - len(blocked)} command(s) finished already"
-              + (f", {len(blocked)} blocked" if blocked else ""), file=out)
-        return 1 if blocked else 0
-    script = slurm_script(chain_list, args, Path.cwd())
-    if args.print:
-        print(script, end="", file=out)
-        return 0
-    sbatch = shutil.which("sbatch")
-    if sbatch is None:
-        raise LaunchError("sbatch not found on PATH; run this on the cluster's login node, or use --print to see "
-                          "the script")
-    Path(args.log_dir).mkdir(parents=True, exist_ok=True)
-    path = Path(args.script or Path(args.log_dir) / f"{args.job_name}-{_dt.datetime.now():%Y%m%d-%H%M%S}.sbatch")
-    path.write_text(script)
-    res = subprocess.run([sbatch, str(path)], capture_output=True, text=True)
-    if res.returncode != 0:
-        print(f"sbatch failed (exit code {res.returncode}): {res.stderr.strip() or res.stdout.strip()}\n"
-              f"    script: {path}", file=sys.stderr)
-        return 1
-    print(f"{res.stdout.strip()}: {len(chain_list)} array task(s), {n_runs} run(s); script {path}; logs in "
-          f"{args.log_dir}/" + (f"; {len(blocked)} blocked" if blocked else ""), file=out)
-    return 1 if blocked else 0
+    from tools.launch_slurm import SlurmUsageError, run_slurm as submit
+
+    try:
+        return submit(jobs, args, out)
+    except SlurmUsageError as e:
+        raise LaunchError(str(e)) from None
 
 
 # ------------------------------------------------------------------------------------------------ entry point
@@ -349,7 +317,7 @@ def build_parser() -> argparse.ArgumentParser:
     slurm = p.add_argument_group("slurm backend")
     slurm.add_argument("--partition")
     slurm.add_argument("--time", help="per array task, e.g. 4:00:00 (a task runs a training and its evaluations)")
-    slurm.add_argument("--gpus-per-task", type=int, default=1)
+    slurm.add_argument("--gpus-per-task", type=int, default=1, help="default 1; 0 = no GPU requested")
     slurm.add_argument("--cpus-per-task", type=int, default=8)
     slurm.add_argument("--mem", help="e.g. 32G")
     slurm.add_argument("--account")
@@ -359,15 +327,23 @@ def build_parser() -> argparse.ArgumentParser:
                        help="extra #SBATCH line, e.g. --sbatch-arg=--qos=normal (repeatable)")
     slurm.add_argument("--setup", default=None,
                        help="shell line run before the commands (default: activate $VIRTUAL_ENV when set)")
-    slurm.add_argument("--log-dir", default="slurm_logs", help="array task logs and the script (default slurm_logs)")
-    slurm.add_argument("--script", help="where to write the sbatch script (default: in --log-dir)")
-    slurm.add_argument("--print", action="store_true", help="print the sbatch script, submit nothing")
+    slurm.add_argument("--log-dir", default="slurm_logs",
+                       help="submitit's folder: one sub-folder of logs per array task (default slurm_logs)")
+    slurm.add_argument("--print", action="store_true", help="print the array's tasks, submit nothing")
+    slurm.add_argument("--detach", action="store_true", help="submit and return, without following the jobs")
+    slurm.add_argument("--cancel", action="store_true",
+                       help="cancel the last submission recorded in --log-dir (scancel); no FILE needed")
+    slurm.add_argument("--poll", type=float, default=5.0, help="seconds between squeue calls while following")
     return p
 
 
 def main(argv: Sequence[str] | None = None, stdin: TextIO | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
+        if args.cancel:
+            if args.backend != "slurm":
+                raise LaunchError("--cancel is for --backend slurm (the local backend ends its runs on Ctrl-C)")
+            return run_slurm([], args)
         if args.commands == "-":
             lines = (stdin or sys.stdin).read().splitlines()
         else:

@@ -14,7 +14,9 @@ config name instead of the method's config for the protocol; a protocol without 
 ``OPTS`` (extra ``KEY VALUE`` pairs for every run), ``DRY_RUN=1`` (print the train.py commands, one per line,
 run nothing; runs whose record is stale are named on stderr), ``ON_MISMATCH`` (rerun | error: what to do with a
 run whose record was made by another identity), ``STOP_ON_ERROR=1`` (stop at the first failed run instead
-of going on with the next one), ``PYTHON`` (the interpreter named in printed commands, default ``python``).
+of going on with the next one), ``THREADS`` (torch threads per run, ``TRAIN.NUM_THREADS``: 1 for the toy and tiny
+backbones, else torch's default; ``tools/run_policy.py``), ``PYTHON`` (the interpreter named in printed
+commands, default ``python``).
 Zero-shot CLIP (``zsclip``) trains nothing: one eval-only run per split and dataset (the first seed,
 ``NUM_SHOTS 0``), whatever SEEDS, SHOTS and CALIB say.
 
@@ -26,7 +28,8 @@ a short id of the options into the folder name (``<cfg>..._<id8>``), so runs of 
 Children run in their own process group and end with the sweep (SIGINT/SIGTERM: SIGTERM, then SIGKILL; a killed
 sweep: the kernel's parent-death signal, tools/children.py). train.py's output goes to ``<run dir>/console.log`` (stdout+stderr of
 the last attempt; ``log.txt`` is train.py's own log); the console shows one progress line per unit (a training
-run and the evaluations of its prompts) and one result line per run. A failed run prints the tail of its
+run and the evaluations of its prompts), the running run's epoch and ETA (``tools/progress.py``: a line rewritten
+in place on a terminal, one line per epoch otherwise) and one result line per run. A failed run prints the tail of its
 console.log and its command; the evaluations that need its prompts are skipped, the sweep goes on (or stops with
 ``STOP_ON_ERROR=1``) and exits 1 at the end. Tables are computed by ``tools/parse_results.py`` from results.json.
 """
@@ -37,7 +40,6 @@ import difflib
 import os
 import re
 import shlex
-import subprocess
 import sys
 import time
 from dataclasses import dataclass, field
@@ -334,6 +336,7 @@ class Settings:
     stop_on_error: bool = False
     python: str = "python"
     on_mismatch: str = "rerun"
+    threads: int | None = None          # THREADS (tools/run_policy.py); None = per backbone
 
     @classmethod
     def from_env(cls, env: Mapping[str, str]) -> "Settings":
@@ -348,6 +351,12 @@ class Settings:
         s.on_mismatch = get("ON_MISMATCH").lower() or "rerun"
         if s.on_mismatch not in ("rerun", "error"):
             raise SweepError(f"ON_MISMATCH={get('ON_MISMATCH')!r}: use rerun (run a stale run again) or error")
+        from tools.run_policy import ThreadsError, parse_threads
+
+        try:
+            s.threads = parse_threads(get("THREADS"))
+        except ThreadsError as e:
+            raise SweepError(str(e)) from None
         if get("SHOTS"):
             s.shots = _ints(get("SHOTS"), "SHOTS")
         # DATASET.NUM_SHOTS in OPTS is the same setting as SHOTS: take it, so that the layout tells the truth
@@ -460,7 +469,9 @@ class Planner:
             a += ["--eval-only"]
         elif model_dir is not None:
             a += ["--eval-only", "--model-dir", str(model_dir)]  # no --load-epoch: the last saved checkpoint
-        return (a + DATASET_OPTS.get(dataset, []) + list(extra) + self.s.opts
+        from tools.run_policy import thread_opts
+
+        return (a + thread_opts(self.s.threads, backbone) + DATASET_OPTS.get(dataset, []) + list(extra) + self.s.opts
                 + ["DATASET.NUM_SHOTS", str(shots), "DATASET.SUBSAMPLE_CLASSES", subsample])
 
     def label(self, what: str, seed: int, calib: str | None) -> str:
@@ -592,9 +603,10 @@ def execute(units: Sequence[Unit], s: Settings, python: str | None = None) -> in
             log = run.out_dir / "console.log"
             t0 = time.time()
             try:
-                with open(log, "w") as f, children.raise_on_terminate():
-                    rc = children.run(run.argv(python), stdout=f, stderr=subprocess.STDOUT,
-                                      stdin=subprocess.DEVNULL)
+                from tools.progress import run_logged  # the run's epoch and ETA on the console while it runs
+
+                with children.raise_on_terminate():
+                    rc = run_logged(run.argv(python), log, head)
             except (KeyboardInterrupt, children.Terminated) as e:
                 print(f"\ninterrupted during {run.out_dir} (its train.py was stopped); rerun the same command to "
                       "resume", flush=True)
