@@ -29,10 +29,14 @@ METRIC_KEYS = ("accuracy", "macro_f1", "ece", "mce", "mce_weighted", "adaptive_e
 
 # --------------------------------------------------------------------------------------------------- helpers
 def _check(logits, labels=None) -> tuple[np.ndarray, np.ndarray | None]:
-    z = np.asarray(logits, dtype=np.float64)
+    z = np.asarray(logits)
     if z.ndim != 2 or z.shape[0] == 0 or z.shape[1] == 0:
         raise ValueError(f"logits must be a non-empty N x C array, got shape {z.shape}")
-    if not np.all(np.isfinite(z)):
+    if not (np.issubdtype(z.dtype, np.floating) or np.issubdtype(z.dtype, np.integer)):
+        raise ValueError(f"logits must be numbers, got dtype {z.dtype}")
+    z = z.astype(np.float64, copy=False)
+    # max propagates NaN and +inf, min catches -inf: two reductions instead of an N x C boolean array.
+    if not (np.isfinite(z.max()) and np.isfinite(z.min())):
         raise ValueError("logits contain NaN or inf")
     if labels is None:
         return z, None
@@ -40,7 +44,7 @@ def _check(logits, labels=None) -> tuple[np.ndarray, np.ndarray | None]:
     if y.shape != (z.shape[0],):
         raise ValueError(f"labels must have shape ({z.shape[0]},) to match logits {z.shape}, got {y.shape}")
     if not np.issubdtype(y.dtype, np.integer):
-        if not np.all(np.equal(np.mod(y, 1), 0)):
+        if not (np.issubdtype(y.dtype, np.number) and np.all(np.isfinite(y)) and np.all(np.equal(np.mod(y, 1), 0))):
             raise ValueError("labels must be integers")
     y = y.astype(np.int64)
     if y.min() < 0 or y.max() >= z.shape[1]:
@@ -104,53 +108,65 @@ def binned_calibration_error(conf, hit, n_bins: int = 10) -> dict[str, float]:
 
 
 def adaptive_ece(conf, hit, n_bins: int = 10) -> float:
-    """Equal-mass ECE (fraction): sort by confidence (stable), split into ``n_bins`` contiguous groups whose sizes
-    differ by at most one (``np.array_split``), then the ECE sum. Groups are empty only when N < n_bins.
+    """Equal-mass ECE (fraction): sort the samples by confidence, split them into ``n_bins`` contiguous groups
+    whose sizes differ by at most one (the first ``N mod n_bins`` groups hold one more, as ``np.array_split``),
+    then the ECE sum ``sum_g |sum hit_g - sum conf_g| / N``. Groups are empty only when N < n_bins.
+
+    Tie rule: samples of equal confidence are ordered misses before hits (a sort on (confidence, hit)), so a
+    group boundary that falls inside a run of ties splits it the same way whatever the input order: the value
+    does not depend on the order of the samples.
 
     Differs slightly from the TCPT code's quantile-edge binning (sklearn KBinsDiscretizer), which merges duplicate
     edges; with distinct confidences and N divisible by n_bins the two agree.
     """
     conf = np.asarray(conf, dtype=np.float64)
     hit = np.asarray(hit, dtype=np.float64)
-    order = np.argsort(conf, kind="stable")
-    total = 0.0
-    for group in np.array_split(order, int(n_bins)):
-        if group.size:
-            total += abs(hit[group].sum() - conf[group].sum())
-    return total / conf.size
+    order = np.lexsort((hit, conf))  # primary key: confidence; ties: misses (0) before hits (1)
+    sizes = np.full(int(n_bins), conf.size // int(n_bins))
+    sizes[: conf.size % int(n_bins)] += 1
+    starts = np.concatenate(([0], np.cumsum(sizes)[:-1]))[sizes > 0]
+    gap = np.add.reduceat(hit[order], starts) - np.add.reduceat(conf[order], starts)
+    return float(np.abs(gap).sum() / conf.size)
 
 
 def classwise_ece(probs, labels, n_bins: int = 10) -> float:
     """Classwise ECE (fraction): for every class c (all C columns), the equal-width ECE of ``p_ic`` against
-    ``1[y_i = c]``; then the mean over classes (Kull et al., 2019). Same bin rule as ECE."""
+    ``1[y_i = c]``; then the mean over classes (Kull et al., 2019). Same bin rule as ECE.
+
+    Sparse in the bins: a probability above the first bin (``p > 1/n_bins``) occurs fewer than ``n_bins`` times
+    per row, so only those entries are binned one by one; the first bin's probability mass of a class is its
+    column sum minus the rest. Cost: a few passes over the N x C array and no N x C temporary but one boolean.
+    """
     p = np.asarray(probs, dtype=np.float64)
     n, c = p.shape
     y = np.asarray(labels, dtype=np.int64)
-    onehot = np.zeros_like(p)
-    onehot[np.arange(n), y] = 1.0
-    # One bincount over (class, bin) pairs instead of a loop over classes.
-    flat = (np.arange(c)[None, :] * int(n_bins) + bin_indices(p, n_bins)).ravel()
-    size = c * int(n_bins)
-    sum_p = np.bincount(flat, weights=p.ravel(), minlength=size)
-    sum_y = np.bincount(flat, weights=onehot.ravel(), minlength=size)
-    per_class = np.abs(sum_y - sum_p).reshape(c, int(n_bins)).sum(axis=1) / n
+    nb = int(n_bins)
+    edges = bin_edges(nb)
+    rows, cols = np.nonzero(p > edges[1])
+    upper = p[rows, cols]
+    flat = cols * nb + bin_indices(upper, nb)
+    size = c * nb
+    # (astype: bincount of an empty array is int64 even with weights)
+    sum_p = np.bincount(flat, weights=upper, minlength=size).astype(np.float64).reshape(c, nb)
+    sum_p[:, 0] = p.sum(axis=0) - sum_p[:, 1:].sum(axis=1)  # the first bin: everything else
+    # the one-hot targets: one 1 per row, in class y_i at the bin of p_{i, y_i}
+    sum_y = np.bincount(y * nb + bin_indices(p[np.arange(n), y], nb), minlength=size).reshape(c, nb)
+    per_class = np.abs(sum_y - sum_p).sum(axis=1) / n
     return float(per_class.mean())
 
 
 def macro_f1(y_true, y_pred) -> float:
     """Macro-F1 in percent over the labels present in ``y_true`` (sklearn ``labels=unique(y_true)``).
 
-    F1 per label = 2 TP / (2 TP + FP + FN), 0 when that is 0/0 (cannot happen for a present label)."""
+    F1 per label = 2 TP / (2 TP + FP + FN) = 2 TP / (#true + #predicted), never 0/0 for a present label."""
     y_true = np.asarray(y_true, dtype=np.int64)
     y_pred = np.asarray(y_pred, dtype=np.int64)
-    scores = []
-    for lab in np.unique(y_true):
-        tp = np.sum((y_pred == lab) & (y_true == lab))
-        fp = np.sum((y_pred == lab) & (y_true != lab))
-        fn = np.sum((y_pred != lab) & (y_true == lab))
-        denom = 2 * tp + fp + fn
-        scores.append(2 * tp / denom if denom else 0.0)
-    return 100.0 * float(np.mean(scores))
+    size = int(max(y_true.max(initial=0), y_pred.max(initial=0))) + 1
+    n_true = np.bincount(y_true, minlength=size)
+    n_pred = np.bincount(y_pred, minlength=size)
+    tp = np.bincount(y_true[y_true == y_pred], minlength=size)
+    present = n_true > 0
+    return 100.0 * float(np.mean(2 * tp[present] / (n_true[present] + n_pred[present])))
 
 
 def _nll(logp: np.ndarray, y: np.ndarray) -> float:
@@ -208,13 +224,26 @@ def compute_metrics(logits, labels, n_bins: int = 10) -> dict[str, float]:
     Returns ``accuracy``, ``macro_f1``, ``ece``, ``mce``, ``mce_weighted``, ``adaptive_ece``, ``classwise_ece``
     in percent and ``nll``, ``brier`` plain. Equal-width bins are ``(lo, hi]`` with confidence 0 in the first
     bin and confidence 1.0 in the last; ``n_bins`` sets both the equal-width and the equal-mass bin counts.
+
+    Built for ImageNet-size inputs (docs/performance.md): the softmax is computed once into one N x C float64
+    buffer (``p = exp(z - max z) / sum``; the log-probability of the true class is ``z_y - max z - log sum``),
+    and every other metric reads that buffer without another N x C float copy.
     """
     z, y = _check(logits, labels)
-    logp = log_softmax(z)
-    p = np.exp(logp)
-    conf, pred = p.max(axis=1), p.argmax(axis=1)
+    n = z.shape[0]
+    rows = np.arange(n)
+    z_max = z.max(axis=1)
+    p = np.subtract(z, z_max[:, None])  # the one N x C buffer
+    np.exp(p, out=p)
+    total = p.sum(axis=1)
+    p /= total[:, None]
+    pred = p.argmax(axis=1)
+    conf = p[rows, pred]
     hit = (pred == y).astype(np.float64)
+    p_true = p[rows, y]
     binned = binned_calibration_error(conf, hit, n_bins)
+    # Brier: sum_c (p_c - 1[y = c])^2 = sum_c p_c^2 - 2 p_y + 1, the squares summed without a temporary.
+    brier_rows = np.einsum("ij,ij->i", p, p) - 2.0 * p_true + 1.0
     return {
         "accuracy": 100.0 * float(hit.mean()),
         "macro_f1": macro_f1(y, pred),
@@ -223,8 +252,8 @@ def compute_metrics(logits, labels, n_bins: int = 10) -> dict[str, float]:
         "mce_weighted": 100.0 * binned["mce_weighted"],
         "adaptive_ece": 100.0 * adaptive_ece(conf, hit, n_bins),
         "classwise_ece": 100.0 * classwise_ece(p, y, n_bins),
-        "nll": _nll(logp, y),
-        "brier": _brier(p, y),
+        "nll": float(np.mean(np.log(total) - (z[rows, y] - z_max))),
+        "brier": float(brier_rows.mean()),
     }
 
 

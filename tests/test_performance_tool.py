@@ -126,3 +126,19 @@ def test_random_vit_b16_has_vit_b16_shapes():
     n = sum(p.numel() for p in model.parameters())
     assert 149e6 < n < 151e6  # ViT-B/16 CLIP has 149.6M parameters
     assert clip.VisionEncoder(model).width == 768 and clip.TextEncoder(model).width == 512
+
+
+def test_metrics_mode_rewrites_only_its_section(tmp_path):
+    out = tmp_path / "performance.md"
+    out.write_text("# Performance\n\ntrainer figures\n\n## How it is measured\n\n- notes\n")
+    r = run_tool(["--metrics", "300", "20", "--steps", "2", "--json", "--out", str(out)])
+    assert r["n"] == 300 and r["classes"] == 20 and len(r["samples"]["metrics_s"]) == 2
+    assert r["input_mib"] == pytest.approx(300 * 20 * 8 / 2 ** 20)
+    assert r["metrics_memory_ratio"] == pytest.approx(r["metrics_peak_mib"] / r["input_mib"])
+    assert r["targets"]["metrics_s"]["met"] == (r["metrics_s"] <= 1.0)
+    text = out.read_text()
+    assert text.startswith("# Performance\n\ntrainer figures\n") and text.count("## Metrics at scale") == 1
+    assert text.index("## Metrics at scale") < text.index("## How it is measured")
+    run_tool(["--metrics", "200", "10", "--steps", "1", "--json", "--out", str(out)])  # replaced, not appended
+    text = out.read_text()
+    assert text.count("## Metrics at scale") == 1 and "N = 200 random" in text and text.endswith("- notes\n")
