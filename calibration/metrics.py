@@ -19,7 +19,7 @@ import numpy as np
 __all__ = [
     "log_softmax", "softmax", "bin_indices", "bin_edges", "binned_calibration_error", "adaptive_ece",
     "classwise_ece", "macro_f1", "nll", "brier", "margins", "reliability_data", "compute_metrics",
-    "aggregate", "harmonic_mean", "METRIC_KEYS",
+    "aggregate", "harmonic_mean", "METRIC_KEYS", "check_logits", "check_labels",
 ]
 
 # The keys of compute_metrics, in the order tables print them.
@@ -28,28 +28,46 @@ METRIC_KEYS = ("accuracy", "macro_f1", "ece", "mce", "mce_weighted", "adaptive_e
 
 
 # --------------------------------------------------------------------------------------------------- helpers
-def _check(logits, labels=None) -> tuple[np.ndarray, np.ndarray | None]:
+def check_logits(logits, name: str = "logits") -> np.ndarray:
+    """``logits`` as a float64 N x C array (no copy if it is one), or ValueError naming ``name``: it must be a
+    non-empty 2-D array of real numbers, all finite."""
     z = np.asarray(logits)
     if z.ndim != 2 or z.shape[0] == 0 or z.shape[1] == 0:
-        raise ValueError(f"logits must be a non-empty N x C array, got shape {z.shape}")
-    if not (np.issubdtype(z.dtype, np.floating) or np.issubdtype(z.dtype, np.integer)):
-        raise ValueError(f"logits must be numbers, got dtype {z.dtype}")
+        raise ValueError(f"{name} must be a non-empty N x C array, got shape {z.shape}")
+    if z.dtype == np.bool_ or not (np.issubdtype(z.dtype, np.floating) or np.issubdtype(z.dtype, np.integer)):
+        raise ValueError(f"{name} must be real numbers, got dtype {z.dtype}")
     z = z.astype(np.float64, copy=False)
     # max propagates NaN and +inf, min catches -inf: two reductions instead of an N x C boolean array.
     if not (np.isfinite(z.max()) and np.isfinite(z.min())):
-        raise ValueError("logits contain NaN or inf")
+        bad = int(np.count_nonzero(~np.isfinite(z)))
+        raise ValueError(f"{name} contain NaN or inf ({bad} of {z.size} values)")
+    return z
+
+
+def check_labels(labels, n: int, n_classes: int, name: str = "labels", against: str = "logits") -> np.ndarray:
+    """``labels`` as int64 of shape (n,) with every value in [0, n_classes), or ValueError naming ``name``.
+    Integer-valued floats are accepted (labels saved as float)."""
+    y = np.asarray(labels)
+    if y.shape != (n,):
+        raise ValueError(f"{name} must have shape ({n},) to match {against} ({n} rows), got {y.shape}")
+    if y.dtype == np.bool_ or not (np.issubdtype(y.dtype, np.integer) or np.issubdtype(y.dtype, np.floating)):
+        raise ValueError(f"{name} must be integer class indices, got dtype {y.dtype}")
+    if not np.issubdtype(y.dtype, np.integer):
+        if not (np.all(np.isfinite(y)) and np.all(np.equal(np.mod(y, 1), 0))):
+            raise ValueError(f"{name} must be integer class indices, got non-integer values")
+    y = y.astype(np.int64)
+    outside = (y < 0) | (y >= n_classes)
+    if outside.any():
+        raise ValueError(f"{name} must lie in [0, {n_classes}) for the {n_classes} columns of {against}, got "
+                         f"[{y.min()}, {y.max()}] ({int(outside.sum())} of {n} outside)")
+    return y
+
+
+def _check(logits, labels=None, names: tuple[str, str] = ("logits", "labels")) -> tuple[np.ndarray, np.ndarray | None]:
+    z = check_logits(logits, names[0])
     if labels is None:
         return z, None
-    y = np.asarray(labels)
-    if y.shape != (z.shape[0],):
-        raise ValueError(f"labels must have shape ({z.shape[0]},) to match logits {z.shape}, got {y.shape}")
-    if not np.issubdtype(y.dtype, np.integer):
-        if not (np.issubdtype(y.dtype, np.number) and np.all(np.isfinite(y)) and np.all(np.equal(np.mod(y, 1), 0))):
-            raise ValueError("labels must be integers")
-    y = y.astype(np.int64)
-    if y.min() < 0 or y.max() >= z.shape[1]:
-        raise ValueError(f"labels must lie in [0, {z.shape[1]}), got [{y.min()}, {y.max()}]")
-    return z, y
+    return z, check_labels(labels, z.shape[0], z.shape[1], names[1], names[0])
 
 
 def log_softmax(logits) -> np.ndarray:
