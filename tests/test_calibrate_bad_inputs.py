@@ -173,6 +173,7 @@ def snapshot(root):
             for p in sorted(root.rglob("*"))}
 
 
+@pytest.mark.filterwarnings("error")  # a warning would be a second line on the console
 @pytest.mark.parametrize("case", list(CASES))
 def test_bad_input_is_one_line_and_writes_nothing(case, tmp_path, capsys):
     rng = np.random.default_rng(0)
