@@ -37,10 +37,13 @@ def check_logits(logits, name: str = "logits") -> np.ndarray:
     if z.dtype == np.bool_ or not (np.issubdtype(z.dtype, np.floating) or np.issubdtype(z.dtype, np.integer)):
         raise ValueError(f"{name} must be real numbers, got dtype {z.dtype}")
     z = z.astype(np.float64, copy=False)
-    # max propagates NaN and +inf, min catches -inf: two reductions instead of an N x C boolean array.
-    if not (np.isfinite(z.max()) and np.isfinite(z.min())):
+    # One reduction: a NaN or inf makes the sum non-finite (so can an overflow of huge finite values: count then).
+    with np.errstate(over="ignore", invalid="ignore"):
+        total = z.sum()
+    if not np.isfinite(total):
         bad = int(np.count_nonzero(~np.isfinite(z)))
-        raise ValueError(f"{name} contain NaN or inf ({bad} of {z.size} values)")
+        if bad:
+            raise ValueError(f"{name} contain NaN or inf ({bad} of {z.size} values)")
     return z
 
 
@@ -155,13 +158,14 @@ def classwise_ece(probs, labels, n_bins: int = 10) -> float:
     per row, so only those entries are binned one by one; the first bin's probability mass of a class is its
     column sum minus the rest. Cost: a few passes over the N x C array and no N x C temporary but one boolean.
     """
-    p = np.asarray(probs, dtype=np.float64)
+    p = np.ascontiguousarray(probs, dtype=np.float64)  # no copy for compute_metrics' buffer
     n, c = p.shape
     y = np.asarray(labels, dtype=np.int64)
     nb = int(n_bins)
     edges = bin_edges(nb)
-    rows, cols = np.nonzero(p > edges[1])
-    upper = p[rows, cols]
+    where = np.flatnonzero(p > edges[1])  # flat indices: ~10x faster than a 2-D np.nonzero
+    upper = p.ravel()[where]
+    cols = where % c
     flat = cols * nb + bin_indices(upper, nb)
     size = c * nb
     # (astype: bincount of an empty array is int64 even with weights)

@@ -141,6 +141,10 @@ def test_input_validation():
         compute_metrics(np.zeros((2, 3)), np.array([0, 1, 2]))
     with pytest.raises(ValueError, match="NaN"):
         compute_metrics(np.array([[np.nan, 0.0]]), np.array([0]))
+    with pytest.raises(ValueError, match="NaN or inf"):
+        compute_metrics(np.array([[0.0, -np.inf]]), np.array([0]))
+    # huge but finite logits are accepted (their sum overflows; the check counts non-finite values then)
+    assert compute_metrics(np.array([[1e308, 1e308], [1e308, 0.0]]), np.array([0, 0]))["accuracy"] == 100.0
 
 
 def test_aggregate_and_harmonic_mean():
