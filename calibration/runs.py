@@ -231,7 +231,7 @@ def apply_posthoc(method: str, run: RunRecord, base: RunRecord | None = None,
             try:
                 ts = TemperatureScaling().fit(base.predictions["val_logits"], base.predictions["val_labels"])
             except ValueError as e:
-                raise RunRecordError(f"{base.path / 'predictions.npz'}: val_{e}; redo the base run") from None
+                raise RunRecordError(f"{base.path / 'predictions.npz'}: val_logits: {e}; redo the base run") from None
             logits = ts.transform(logits)
             info["temperature"] = ts.temperature_
         if key in ("dac", "ts+dac"):

@@ -156,7 +156,7 @@ CASES = {
                          _edit_npz(n, **_set("logits", _nan_at(1e307))), [n, "--method", "ts"])[-1],
         ["logits overflow"]),
     "val_logits overflow when scaled": (lambda b, n, t: (_edit_npz(b, **_set("val_logits", lambda a: a.astype(np.float64) * 1e306)),
-                                                         [n, "--method", "ts"])[1], ["val_logits too large"]),
+                                                         [n, "--method", "ts"])[1], ["val_logits: logits too large"]),
     # arguments
     "--dac-k 0": (lambda b, n, t: [n, "--method", "dac", "--dac-k", "0"], ["--dac-k", ">= 1"]),
     "--dac-k negative": (lambda b, n, t: [n, "--method", "ts+dac", "--dac-k", "-3"], ["--dac-k"]),
