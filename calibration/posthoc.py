@@ -82,8 +82,8 @@ def check_features(x, name: str = "text features") -> np.ndarray:
         raise ValueError(str(e).replace("N x C", "C x E")) from None
     zero = np.flatnonzero(~np.any(x != 0, axis=1))
     if zero.size:
-        raise ValueError(f"{name} row {int(zero[0])} is all zeros ({zero.size} such row{'s' if zero.size > 1 else ''}): a feature needs a "
-                         "direction")
+        rows = f"{zero.size} such row" + ("s" if zero.size > 1 else "")
+        raise ValueError(f"{name} row {int(zero[0])} is all zeros ({rows}): a feature needs a direction")
     return x
 
 

@@ -142,8 +142,9 @@ CASES = {
     "base tuned/zero-shot class counts differ": (
         lambda b, n, t: (_edit_npz(b, **_set("zs_text_features", lambda a: a[:3])), [n, "--method", "dac"])[1],
         ["zs_text_features", "classes"]),
-    "zero text-feature row": (lambda b, n, t: (_edit_npz(b, **_set("text_features", lambda a: a * [[0], [1], [1], [1]])),
-                                               [n, "--method", "dac"])[1], ["text_features", "row 0", "zeros"]),
+    "zero text-feature row": (
+        lambda b, n, t: (_edit_npz(b, **_set("text_features", lambda a: a * [[0], [1], [1], [1]])),
+                         [n, "--method", "dac"])[1], ["text_features", "row 0", "zeros"]),
     "NaN in text features": (lambda b, n, t: (_edit_npz(n, **_set("zs_text_features", _nan_at(np.nan))),
                                               [n, "--method", "ts+dac"])[1], ["zs_text_features", "NaN"]),
     "text features wider than the base's": (
@@ -155,8 +156,9 @@ CASES = {
         lambda b, n, t: (_edit_npz(b, val_logits=np.eye(4)[np.arange(16) % 4] * 1e3, val_labels=np.arange(16) % 4),
                          _edit_npz(n, **_set("logits", _nan_at(1e307))), [n, "--method", "ts"])[-1],
         ["logits overflow"]),
-    "val_logits overflow when scaled": (lambda b, n, t: (_edit_npz(b, **_set("val_logits", lambda a: a.astype(np.float64) * 1e306)),
-                                                         [n, "--method", "ts"])[1], ["val_logits: logits too large"]),
+    "val_logits overflow when scaled": (
+        lambda b, n, t: (_edit_npz(b, **_set("val_logits", lambda a: a.astype(np.float64) * 1e306)),
+                         [n, "--method", "ts"])[1], ["val_logits: logits too large"]),
     # arguments
     "--dac-k 0": (lambda b, n, t: [n, "--method", "dac", "--dac-k", "0"], ["--dac-k", ">= 1"]),
     "--dac-k negative": (lambda b, n, t: [n, "--method", "ts+dac", "--dac-k", "-3"], ["--dac-k"]),
