@@ -28,23 +28,22 @@ METRIC_KEYS = ("accuracy", "macro_f1", "ece", "mce", "mce_weighted", "adaptive_e
 
 
 # --------------------------------------------------------------------------------------------------- helpers
-def check_logits(logits, name: str = "logits") -> np.ndarray:
-    """``logits`` as a float64 N x C array (no copy if it is one), or ValueError naming ``name``: it must be a
-    non-empty 2-D array of real numbers, all finite."""
+def check_logits(logits, name: str = "logits", float64: bool = True) -> np.ndarray:
+    """``logits`` as a float64 N x C array (no copy if it is one; with ``float64=False`` in its own real dtype,
+    never copied), or ValueError naming ``name``: it must be a non-empty 2-D array of real numbers, all finite."""
     z = np.asarray(logits)
     if z.ndim != 2 or z.shape[0] == 0 or z.shape[1] == 0:
         raise ValueError(f"{name} must be a non-empty N x C array, got shape {z.shape}")
     if z.dtype == np.bool_ or not (np.issubdtype(z.dtype, np.floating) or np.issubdtype(z.dtype, np.integer)):
         raise ValueError(f"{name} must be real numbers, got dtype {z.dtype}")
-    z = z.astype(np.float64, copy=False)
     # One reduction: a NaN or inf makes the sum non-finite (so can an overflow of huge finite values: count then).
     with np.errstate(over="ignore", invalid="ignore"):
-        total = z.sum()
+        total = z.sum() if np.issubdtype(z.dtype, np.floating) else 0.0  # integers are always finite
     if not np.isfinite(total):
         bad = int(np.count_nonzero(~np.isfinite(z)))
         if bad:
             raise ValueError(f"{name} contain NaN or inf ({bad} of {z.size} values)")
-    return z
+    return z.astype(np.float64, copy=False) if float64 else z
 
 
 def check_labels(labels, n: int, n_classes: int, name: str = "labels", against: str = "logits") -> np.ndarray:
@@ -66,8 +65,9 @@ def check_labels(labels, n: int, n_classes: int, name: str = "labels", against: 
     return y
 
 
-def _check(logits, labels=None, names: tuple[str, str] = ("logits", "labels")) -> tuple[np.ndarray, np.ndarray | None]:
-    z = check_logits(logits, names[0])
+def _check(logits, labels=None, names: tuple[str, str] = ("logits", "labels"),
+           float64: bool = True) -> tuple[np.ndarray, np.ndarray | None]:
+    z = check_logits(logits, names[0], float64)
     if labels is None:
         return z, None
     return z, check_labels(labels, z.shape[0], z.shape[1], names[1], names[0])
@@ -251,11 +251,11 @@ def compute_metrics(logits, labels, n_bins: int = 10) -> dict[str, float]:
     buffer (``p = exp(z - max z) / sum``; the log-probability of the true class is ``z_y - max z - log sum``),
     and every other metric reads that buffer without another N x C float copy.
     """
-    z, y = _check(logits, labels)
+    z, y = _check(logits, labels, float64=False)  # float32 logits stay float32: no N x C float64 copy of them
     n = z.shape[0]
     rows = np.arange(n)
-    z_max = z.max(axis=1)
-    p = np.subtract(z, z_max[:, None])  # the one N x C buffer
+    z_max = z.max(axis=1).astype(np.float64)  # exact: the max is one of the values
+    p = np.subtract(z, z_max[:, None], dtype=np.float64)  # the one N x C buffer (float64 whatever z's dtype)
     np.exp(p, out=p)
     total = p.sum(axis=1)
     p /= total[:, None]
@@ -274,7 +274,7 @@ def compute_metrics(logits, labels, n_bins: int = 10) -> dict[str, float]:
         "mce_weighted": 100.0 * binned["mce_weighted"],
         "adaptive_ece": 100.0 * adaptive_ece(conf, hit, n_bins),
         "classwise_ece": 100.0 * classwise_ece(p, y, n_bins),
-        "nll": float(np.mean(np.log(total) - (z[rows, y] - z_max))),
+        "nll": float(np.mean(np.log(total) - (z[rows, y].astype(np.float64) - z_max))),
         "brier": float(brier_rows.mean()),
     }
 
