@@ -181,6 +181,8 @@ def test_bad_input_is_one_line_and_writes_nothing(case, tmp_path, capsys):
     rng = np.random.default_rng(0)
     base = write_run(tmp_path / "base", rng, 4, n=60)
     novel = write_run(tmp_path / "novel", rng, 3, model_dir=str(base), with_val=False, n=30)
+    for run in (base, novel):  # an earlier result must survive a bad call untouched
+        (run / "results_ts.json").write_text('{"metrics": {}}\n')
     setup, words = CASES[case]
     argv = [str(a) for a in setup(base, novel, tmp_path)]
     capsys.readouterr()
