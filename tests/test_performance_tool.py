@@ -133,6 +133,7 @@ def test_metrics_mode_rewrites_only_its_section(tmp_path):
     out.write_text("# Performance\n\ntrainer figures\n\n## How it is measured\n\n- notes\n")
     r = run_tool(["--metrics", "300", "20", "--steps", "2", "--json", "--out", str(out)])
     assert r["n"] == 300 and r["classes"] == 20 and len(r["samples"]["metrics_s"]) == 2
+    assert 0 < r["metrics_cpu_s"] and 0 < r["metrics_first_cpu_s"] and len(r["samples"]["metrics_cpu_s"]) == 2
     assert r["input_mib"] == pytest.approx(300 * 20 * 8 / 2 ** 20)
     assert r["metrics_memory_ratio"] == pytest.approx(r["metrics_peak_mib"] / r["input_mib"])
     assert r["targets"]["metrics_s"]["met"] == (r["metrics_s"] <= 1.0)
