@@ -150,31 +150,54 @@ def adaptive_ece(conf, hit, n_bins: int = 10) -> float:
     return float(np.abs(gap).sum() / conf.size)
 
 
+# Rows per block in compute_metrics / classwise_ece: about 2**20 values (8 MiB of float64), so the softmax of a
+# block stays in cache and no N x C float array is ever allocated (on some VMs first-touching fresh memory costs
+# more than all the arithmetic).
+_BLOCK_VALUES = 2 ** 20
+
+
+def _blocks(n: int, c: int):
+    step = max(1, _BLOCK_VALUES // max(c, 1))
+    for start in range(0, n, step):
+        yield start, min(n, start + step)
+
+
+def _class_bin_sums(p: np.ndarray, n_bins: int, colsum: np.ndarray, upper: np.ndarray) -> None:
+    """Add a block of probabilities (rows x C, C-contiguous) to the per-class sums classwise ECE needs: ``colsum``
+    (C) and ``upper`` (C x n_bins, the mass in bins >= 1). A probability above the first bin (``p > 1/n_bins``)
+    occurs fewer than n_bins times per row, so only those entries are binned one by one."""
+    colsum += p.sum(axis=0)
+    where = np.flatnonzero(p > bin_edges(n_bins)[1])  # flat indices: ~10x faster than a 2-D np.nonzero
+    values = p.ravel()[where]
+    flat = (where % p.shape[1]) * n_bins + bin_indices(values, n_bins)
+    upper += np.bincount(flat, weights=values, minlength=upper.size).reshape(upper.shape)
+
+
+def _classwise_from_sums(colsum, upper, labels, p_true, n_bins: int) -> float:
+    """Classwise ECE from :func:`_class_bin_sums`' totals, the labels and each row's probability of its label."""
+    c, n = colsum.shape[0], labels.shape[0]
+    sum_p = upper.copy()
+    sum_p[:, 0] = colsum - upper[:, 1:].sum(axis=1)  # the first bin: everything else
+    # the one-hot targets: one 1 per row, in class y_i at the bin of p_{i, y_i}
+    sum_y = np.bincount(labels * n_bins + bin_indices(p_true, n_bins), minlength=c * n_bins).reshape(c, n_bins)
+    return float((np.abs(sum_y - sum_p).sum(axis=1) / n).mean())
+
+
 def classwise_ece(probs, labels, n_bins: int = 10) -> float:
     """Classwise ECE (fraction): for every class c (all C columns), the equal-width ECE of ``p_ic`` against
     ``1[y_i = c]``; then the mean over classes (Kull et al., 2019). Same bin rule as ECE.
 
-    Sparse in the bins: a probability above the first bin (``p > 1/n_bins``) occurs fewer than ``n_bins`` times
-    per row, so only those entries are binned one by one; the first bin's probability mass of a class is its
-    column sum minus the rest. Cost: a few passes over the N x C array and no N x C temporary but one boolean.
+    Sparse in the bins: only probabilities above the first bin are binned one by one; the first bin's mass of a
+    class is its column sum minus the rest. Read block by block (a few passes per block, no N x C temporary).
     """
-    p = np.ascontiguousarray(probs, dtype=np.float64)  # no copy for compute_metrics' buffer
+    p = np.asarray(probs, dtype=np.float64)
     n, c = p.shape
     y = np.asarray(labels, dtype=np.int64)
     nb = int(n_bins)
-    edges = bin_edges(nb)
-    where = np.flatnonzero(p > edges[1])  # flat indices: ~10x faster than a 2-D np.nonzero
-    upper = p.ravel()[where]
-    cols = where % c
-    flat = cols * nb + bin_indices(upper, nb)
-    size = c * nb
-    # (astype: bincount of an empty array is int64 even with weights)
-    sum_p = np.bincount(flat, weights=upper, minlength=size).astype(np.float64).reshape(c, nb)
-    sum_p[:, 0] = p.sum(axis=0) - sum_p[:, 1:].sum(axis=1)  # the first bin: everything else
-    # the one-hot targets: one 1 per row, in class y_i at the bin of p_{i, y_i}
-    sum_y = np.bincount(y * nb + bin_indices(p[np.arange(n), y], nb), minlength=size).reshape(c, nb)
-    per_class = np.abs(sum_y - sum_p).sum(axis=1) / n
-    return float(per_class.mean())
+    colsum, upper = np.zeros(c), np.zeros((c, nb))
+    for start, stop in _blocks(n, c):
+        _class_bin_sums(np.ascontiguousarray(p[start:stop]), nb, colsum, upper)
+    return _classwise_from_sums(colsum, upper, y, p[np.arange(n), y], nb)
 
 
 def macro_f1(y_true, y_pred) -> float:
@@ -247,35 +270,48 @@ def compute_metrics(logits, labels, n_bins: int = 10) -> dict[str, float]:
     in percent and ``nll``, ``brier`` plain. Equal-width bins are ``(lo, hi]`` with confidence 0 in the first
     bin and confidence 1.0 in the last; ``n_bins`` sets both the equal-width and the equal-mass bin counts.
 
-    Built for ImageNet-size inputs (docs/performance.md): the softmax is computed once into one N x C float64
-    buffer (``p = exp(z - max z) / sum``; the log-probability of the true class is ``z_y - max z - log sum``),
-    and every other metric reads that buffer without another N x C float copy.
+    Built for ImageNet-size inputs (docs/performance.md): the rows are read in blocks of about 2**20 values; each
+    block's softmax (``p = exp(z - max z) / sum``, in float64) goes into one reused buffer, from which every
+    metric takes what it needs (per row: prediction, confidence, ``p_y``, ``log p_y = z_y - max z - log sum``,
+    ``sum p^2``; per class: the sums of classwise ECE). No N x C array is allocated.
     """
-    z, y = _check(logits, labels, float64=False)  # float32 logits stay float32: no N x C float64 copy of them
-    n = z.shape[0]
-    rows = np.arange(n)
-    z_max = z.max(axis=1).astype(np.float64)  # exact: the max is one of the values
-    p = np.subtract(z, z_max[:, None], dtype=np.float64)  # the one N x C buffer (float64 whatever z's dtype)
-    np.exp(p, out=p)
-    total = p.sum(axis=1)
-    p /= total[:, None]
-    pred = p.argmax(axis=1)
-    conf = p[rows, pred]
+    z, y = _check(logits, labels, float64=False)  # float32 logits are read as they are, never copied
+    n, c = z.shape
+    nb = int(n_bins)
+    pred = np.empty(n, dtype=np.int64)
+    conf, p_true, log_p_true, sq_sum = (np.empty(n) for _ in range(4))
+    colsum, upper = np.zeros(c), np.zeros((c, nb))
+    buf = np.empty((min(n, max(1, _BLOCK_VALUES // c)), c))
+    for start, stop in _blocks(n, c):
+        zb, yb = z[start:stop], y[start:stop]
+        rows = np.arange(stop - start)
+        z_max = zb.max(axis=1).astype(np.float64)  # exact: the max is one of the values
+        p = buf[: stop - start]
+        np.subtract(zb, z_max[:, None], out=p, dtype=np.float64)
+        np.exp(p, out=p)
+        total = p.sum(axis=1)
+        p /= total[:, None]
+        pb = p.argmax(axis=1)
+        pred[start:stop] = pb
+        conf[start:stop] = p[rows, pb]
+        p_true[start:stop] = p[rows, yb]
+        # log p_y = z_y - max z - log sum exp(z - max z), without the log of every entry
+        log_p_true[start:stop] = zb[rows, yb].astype(np.float64) - z_max - np.log(total)
+        sq_sum[start:stop] = np.einsum("ij,ij->i", p, p)
+        _class_bin_sums(p, nb, colsum, upper)
     hit = (pred == y).astype(np.float64)
-    p_true = p[rows, y]
-    binned = binned_calibration_error(conf, hit, n_bins)
-    # Brier: sum_c (p_c - 1[y = c])^2 = sum_c p_c^2 - 2 p_y + 1, the squares summed without a temporary.
-    brier_rows = np.einsum("ij,ij->i", p, p) - 2.0 * p_true + 1.0
+    binned = binned_calibration_error(conf, hit, nb)
     return {
         "accuracy": 100.0 * float(hit.mean()),
         "macro_f1": macro_f1(y, pred),
         "ece": 100.0 * binned["ece"],
         "mce": 100.0 * binned["mce"],
         "mce_weighted": 100.0 * binned["mce_weighted"],
-        "adaptive_ece": 100.0 * adaptive_ece(conf, hit, n_bins),
-        "classwise_ece": 100.0 * classwise_ece(p, y, n_bins),
-        "nll": float(np.mean(np.log(total) - (z[rows, y].astype(np.float64) - z_max))),
-        "brier": float(brier_rows.mean()),
+        "adaptive_ece": 100.0 * adaptive_ece(conf, hit, nb),
+        "classwise_ece": 100.0 * _classwise_from_sums(colsum, upper, y, p_true, nb),
+        "nll": float(-log_p_true.mean()),
+        # Brier: sum_c (p_c - 1[y = c])^2 = sum_c p_c^2 - 2 p_y + 1
+        "brier": float((sq_sum - 2.0 * p_true + 1.0).mean()),
     }
 
 

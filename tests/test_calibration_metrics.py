@@ -253,3 +253,20 @@ def test_float32_and_integer_logits():
     y = np.array([0, 1])
     assert compute_metrics(z.astype(np.float32), y) == pytest.approx(compute_metrics(z, y), abs=1e-9)
     assert compute_metrics(np.array([[2, 0], [0, 2]]), y[:2] * 0)["accuracy"] == 50.0
+
+
+@pytest.mark.parametrize("block_values", [7, 64, 1000])
+def test_blocks_give_the_one_block_values(block_values, monkeypatch):
+    import calibration.metrics as metrics
+
+    rng = np.random.default_rng(block_values)
+    z = rng.normal(scale=3.0, size=(97, 40)).astype(np.float32)
+    y = rng.integers(0, 40, size=97)
+    whole = compute_metrics(z, y, 10)
+    ref = _ref_metrics(z.astype(np.float64), y, 10)
+    probs = softmax(z)
+    cw = classwise_ece(probs, y, 10)
+    monkeypatch.setattr(metrics, "_BLOCK_VALUES", block_values)  # 1 row, 1 row, 25 rows per block
+    assert compute_metrics(z, y, 10) == pytest.approx(whole, abs=1e-12)
+    assert compute_metrics(z, y, 10) == pytest.approx(ref, abs=1e-9)
+    assert classwise_ece(probs, y, 10) == pytest.approx(cw, abs=1e-14)

@@ -508,9 +508,11 @@ def render_metrics_section(r: dict[str, Any], machine: dict[str, Any], command: 
              f"medians of {r['repeats']} calls after one warm-up call; memory is the tracemalloc peak of one call "
              "(numpy allocations above the input).", "",
              tabulate(rows, headers=["figure", "value", "note"], tablefmt="github"), "",
-             "- The softmax is computed once into one N x C buffer, which every metric then reads; classwise ECE "
-             "bins only the probabilities above the first bin (fewer than n_bins per row) and takes the first bin "
-             "as the column sum minus the rest.", METRICS_END]
+             "- The rows are read in blocks of about 2^20 values: each block's softmax goes into one reused "
+             "buffer, from which every metric takes what it needs, so no N x C array is allocated (first-touching "
+             "hundreds of MiB of fresh memory costs seconds of system time on some VMs). Classwise ECE bins only "
+             "the probabilities above the first bin (fewer than n_bins per row) and takes the first bin as the "
+             "column sum minus the rest.", METRICS_END]
     return "\n".join(lines) + "\n"
 
 
