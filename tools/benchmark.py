@@ -30,7 +30,7 @@ The trainer is built exactly as train.py builds it (``train.setup_cfg(train.pars
 ``--metrics N C`` measures instead ``calibration.metrics.compute_metrics`` (the full metric set) on random N x C
 float64 logits: ``metrics_s`` (median of ``--steps`` calls after one warm-up call), ``metrics_cpu_s`` (their CPU time,
 user + system: what a loaded machine does not inflate), ``metrics_first_s`` / ``metrics_first_cpu_s`` (the warm-up
-call: it also pays the page faults of a fresh buffer), ``classwise_ece_s`` (that metric alone, on the
+call, what an evaluation's single call costs), ``classwise_ece_s`` (that metric alone, on the
 probabilities), ``metrics_peak_mib`` (tracemalloc peak of one call: the memory it allocates above its input) and
 ``input_mib``; targets ``metrics_s`` <= 1 s and peak <= 2x the input. With ``--out`` it rewrites only the
 "Metrics at scale" section of the report (added if missing), so the trainer figures need not be re-measured.
@@ -495,7 +495,7 @@ def render_metrics_section(r: dict[str, Any], machine: dict[str, Any], command: 
     rows = [("full metric set (compute_metrics)", f"{r['metrics_s']:.3f} s", target("metrics_s", " s")),
             ("its CPU time (user + system)", f"{r['metrics_cpu_s']:.3f} s", "what other processes cannot inflate"),
             ("first call (fresh buffers)", f"{r['metrics_first_s']:.3f} s",
-             f"CPU {r['metrics_first_cpu_s']:.3f} s: also pays the page faults of a fresh buffer"),
+             f"CPU {r['metrics_first_cpu_s']:.3f} s; the warm-up call, as an evaluation's single call"),
             ("classwise ECE alone", f"{r['classwise_ece_s']:.3f} s", "on the probabilities"),
             ("input (float64 logits)", f"{r['input_mib']:.0f} MiB", ""),
             ("peak memory allocated by one call", f"{r['metrics_peak_mib']:.0f} MiB",
