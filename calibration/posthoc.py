@@ -14,9 +14,9 @@ import math
 
 import numpy as np
 
-from calibration.metrics import log_softmax
+from calibration.metrics import check_labels, check_logits, log_softmax
 
-__all__ = ["TemperatureScaling", "DAC", "SaLS"]
+__all__ = ["TemperatureScaling", "DAC", "SaLS", "check_features"]
 
 
 def _nll_at(logits: np.ndarray, labels: np.ndarray, log_t: float) -> float:
@@ -39,13 +39,15 @@ class TemperatureScaling:
         self.temperature_: float | None = None
 
     def fit(self, logits, labels) -> "TemperatureScaling":
-        z = np.asarray(logits, dtype=np.float64)
-        y = np.asarray(labels, dtype=np.int64)
-        if z.ndim != 2 or z.shape[0] == 0 or y.shape != (z.shape[0],):
-            raise ValueError(f"TemperatureScaling.fit needs N x C logits and N labels, got {z.shape}, {y.shape}")
+        """Fit T on finite N x C ``logits`` and N integer ``labels`` in [0, C) (ValueError otherwise)."""
+        z = check_logits(logits)
+        y = check_labels(labels, z.shape[0], z.shape[1])
         lo, hi = math.log(self.t_min), math.log(self.t_max)
         grid = np.linspace(lo, hi, self.grid)
         values = [_nll_at(z, y, g) for g in grid]
+        if not np.all(np.isfinite(values)):
+            raise ValueError(f"logits too large to scale (|logit| up to {np.abs(z).max():.3g}; 1/T goes up to "
+                             f"{1 / self.t_min:g}): the NLL overflows")
         i = int(np.argmin(values))
         a, b = grid[max(i - 1, 0)], grid[min(i + 1, len(grid) - 1)]
         # Golden-section search on [a, b] (the minimum is bracketed by the grid neighbours of the best point).
@@ -68,13 +70,25 @@ class TemperatureScaling:
     def transform(self, logits) -> np.ndarray:
         if self.temperature_ is None:
             raise RuntimeError("TemperatureScaling.transform called before fit")
-        return np.asarray(logits, dtype=np.float64) / self.temperature_
+        return check_logits(logits) / self.temperature_
 
 
-def _normalize(x) -> np.ndarray:
-    x = np.asarray(x, dtype=np.float64)
-    if x.ndim != 2:
-        raise ValueError(f"text features must be C x E, got shape {x.shape}")
+def check_features(x, name: str = "text features") -> np.ndarray:
+    """Finite, non-empty C x E float64 features with no all-zero row (a zero row has no direction), or
+    ValueError naming ``name``."""
+    try:
+        x = check_logits(x, name)  # the same shape/dtype/finiteness rule as logits
+    except ValueError as e:
+        raise ValueError(str(e).replace("N x C", "C x E")) from None
+    zero = np.flatnonzero(~np.any(x != 0, axis=1))
+    if zero.size:
+        rows = f"{zero.size} such row" + ("s" if zero.size > 1 else "")
+        raise ValueError(f"{name} row {int(zero[0])} is all zeros ({rows}): a feature needs a direction")
+    return x
+
+
+def _normalize(x, name: str = "text features") -> np.ndarray:
+    x = check_features(x, name)
     return x / np.linalg.norm(x, axis=1, keepdims=True)
 
 
@@ -102,7 +116,8 @@ class DAC:
         self.base_zs_: np.ndarray | None = None
 
     def fit(self, base_text_features_tuned, base_text_features_zs) -> "DAC":
-        t, f = _normalize(base_text_features_tuned), _normalize(base_text_features_zs)
+        t = _normalize(base_text_features_tuned, "base tuned text features")
+        f = _normalize(base_text_features_zs, "base zero-shot text features")
         if t.shape[0] != f.shape[0]:
             raise ValueError(f"base tuned ({t.shape}) and zero-shot ({f.shape}) features must have the same "
                              "number of classes")
@@ -113,7 +128,8 @@ class DAC:
         """gamma (C,) for the test classes."""
         if self.base_tuned_ is None:
             raise RuntimeError("DAC.class_factors called before fit")
-        t, f = _normalize(text_features_tuned), _normalize(text_features_zs)
+        t = _normalize(text_features_tuned, "tuned text features")
+        f = _normalize(text_features_zs, "zero-shot text features")
         if t.shape[0] != f.shape[0]:
             raise ValueError(f"tuned ({t.shape}) and zero-shot ({f.shape}) test features differ in class count")
         if t.shape[1] != self.base_tuned_.shape[1] or f.shape[1] != self.base_zs_.shape[1]:
@@ -127,9 +143,9 @@ class DAC:
         return gamma
 
     def transform(self, logits, text_features_tuned, text_features_zs) -> np.ndarray:
-        z = np.asarray(logits, dtype=np.float64)
+        z = check_logits(logits)
         gamma = self.class_factors(text_features_tuned, text_features_zs)
-        if z.ndim != 2 or z.shape[1] != gamma.shape[0]:
+        if z.shape[1] != gamma.shape[0]:
             raise ValueError(f"logits {z.shape} do not match {gamma.shape[0]} test classes")
         return z * gamma[z.argmax(axis=1)][:, None]
 
@@ -145,9 +161,8 @@ class SaLS:
         return self  # nothing to fit
 
     def transform(self, logits, zs_logits) -> np.ndarray:
-        z = np.asarray(logits, dtype=np.float64)
-        zs = np.asarray(zs_logits, dtype=np.float64)
-        if z.shape != zs.shape or z.ndim != 2:
+        z, zs = check_logits(logits), check_logits(zs_logits, "zs_logits")
+        if z.shape != zs.shape:
             raise ValueError(f"logits {z.shape} and zs_logits {zs.shape} must be N x C of the same shape")
         z_min = z.min(1, keepdims=True)
         z_rng = z.max(1, keepdims=True) - z_min

@@ -14,6 +14,8 @@ from tests.helpers import coop_argv, make_image_folder
 from tests.test_methods_common import METHODS, build
 from tools import calibrate
 
+pytestmark = [pytest.mark.slow, pytest.mark.e2e]  # pytest.ini: the quick tier skips these
+
 OPTS = ("DATASET.NUM_SHOTS", "2", "OPTIM.MAX_EPOCH", "1", "DATALOADER.TRAIN_X.BATCH_SIZE", "4",
         "TRAINER.COOP.PREC", "fp32")
 

@@ -14,6 +14,8 @@ from PIL import Image
 import train
 from tests.helpers import COOP_CFG, REPO
 
+pytestmark = [pytest.mark.slow, pytest.mark.e2e]  # pytest.ini: the quick tier skips these
+
 SPLITS = Path(os.environ.get("CALIB_SPLITS_DIR") or REPO.parent / "shared" / "data" / "splits")
 SPLIT = SPLITS / "split_zhou_Caltech101.json"
 

@@ -140,3 +140,20 @@ def test_text_chunk_figures_and_report(tmp_path):
     assert "## CoCoOp evaluation by TEST.TEXT_CHUNK on `tiny-vit`" in text
     assert re.search(r"\|\s+8 \| [0-9.]+ ms\s+\| 1\.00x", text)
     assert "## Summary" not in text and "compare the ratios" in text
+
+
+def test_metrics_mode_rewrites_only_its_section(tmp_path):
+    out = tmp_path / "performance.md"
+    out.write_text("# Performance\n\ntrainer figures\n\n## How it is measured\n\n- notes\n")
+    r = run_tool(["--metrics", "300", "20", "--steps", "2", "--json", "--out", str(out)])
+    assert r["n"] == 300 and r["classes"] == 20 and len(r["samples"]["metrics_s"]) == 2
+    assert 0 < r["metrics_cpu_s"] and 0 < r["metrics_first_cpu_s"] and len(r["samples"]["metrics_cpu_s"]) == 2
+    assert r["input_mib"] == pytest.approx(300 * 20 * 8 / 2 ** 20)
+    assert r["metrics_memory_ratio"] == pytest.approx(r["metrics_peak_mib"] / r["input_mib"])
+    assert r["targets"]["metrics_s"]["met"] == (r["metrics_s"] <= 1.0)
+    text = out.read_text()
+    assert text.startswith("# Performance\n\ntrainer figures\n") and text.count("## Metrics at scale") == 1
+    assert text.index("## Metrics at scale") < text.index("## How it is measured")
+    run_tool(["--metrics", "200", "10", "--steps", "1", "--json", "--out", str(out)])  # replaced, not appended
+    text = out.read_text()
+    assert text.count("## Metrics at scale") == 1 and "N = 200 random" in text and text.endswith("- notes\n")

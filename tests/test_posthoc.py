@@ -94,3 +94,37 @@ def test_sals_matches_zs_norm_and_keeps_argmax():
     assert np.allclose(out, ref, atol=1e-4)
     assert SaLS().transform(np.array([[4.0, 0.0, 2.0]]), np.array([[1.0, -1.0, 0.0]])).tolist() == \
         [[1.0, -1.0, 0.0]]
+
+
+@pytest.mark.parametrize("logits, labels, match", [
+    (np.zeros((3, 2)), np.array([0, 1, -1]), r"labels must lie in \[0, 2\)"),  # -1 used to wrap to the last class
+    (np.zeros((3, 2)), np.array([0, 1, 2]), r"labels must lie in \[0, 2\)"),
+    (np.array([[0.0, np.nan], [1.0, 0.0]]), np.array([0, 1]), "NaN or inf"),
+    (np.zeros((3, 2)), np.array([0, 1]), r"shape \(3,\)"),
+    (np.zeros((0, 2)), np.zeros(0, int), "non-empty"),
+    (np.zeros(4), np.zeros(4, int), "N x C"),
+    (np.zeros((2, 2)), np.array([0.5, 1.0]), "integer"),
+])
+def test_temperature_scaling_rejects_bad_input(logits, labels, match):
+    with pytest.raises(ValueError, match=match):
+        TemperatureScaling().fit(logits, labels)
+
+
+def test_calibrators_reject_bad_input():
+    ts = TemperatureScaling().fit(np.array([[2.0, 0.0], [0.0, 1.0]]), np.array([0, 0]))
+    with pytest.raises(ValueError, match="NaN or inf"):
+        ts.transform(np.array([[np.inf, 0.0]]))
+    feats = np.eye(3)
+    with pytest.raises(ValueError, match="base tuned text features row 1 is all zeros"):
+        DAC().fit(feats * [[1], [0], [1]], feats)
+    with pytest.raises(ValueError, match="same number of classes"):
+        DAC().fit(feats, feats[:2])
+    with pytest.raises(ValueError, match="k >= 1"):
+        DAC(k=0)
+    dac = DAC().fit(feats, feats)
+    with pytest.raises(ValueError, match="zero-shot text features contain NaN"):
+        dac.transform(np.zeros((1, 3)), feats, feats * np.nan)
+    with pytest.raises(ValueError, match="zs_logits contain NaN"):
+        SaLS().transform(np.zeros((2, 3)), np.full((2, 3), np.nan))
+    with pytest.raises(ValueError, match="same shape"):
+        SaLS().transform(np.zeros((2, 3)), np.zeros((2, 2)))

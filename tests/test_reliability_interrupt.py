@@ -43,6 +43,7 @@ def ckpt(out, epoch):
     return torch.load(out / "prompt_learner" / f"model.pth.tar-{epoch}", map_location="cpu", weights_only=False)
 
 
+@pytest.mark.slow
 def test_sigkill_then_rerun_resumes_on_schedule(tmp_path):
     root = make_image_folder(tmp_path / "data", n_classes=4, per_class=8, size=16)
     ref, out = tmp_path / "uninterrupted", tmp_path / "killed"

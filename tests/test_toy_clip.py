@@ -127,6 +127,7 @@ def test_compact_token_embedding_is_the_same_optimisation():
         CompactTokenEmbedding(full, caption_vocabulary())(clip.tokenize(["a photo of a zebra."]))
 
 
+@pytest.mark.slow
 def test_checkpoint_round_trip(tmp_path):
     """Two tiny steps: the saved form rebuilds the trained model (fp16 matrices) and its untouched token rows."""
     model, ckpt = pretrain(PretrainConfig(steps=2, batch_size=8, warmup=1, per_class=1, eval_per_class=1),
@@ -154,6 +155,7 @@ def test_missing_or_foreign_checkpoint_is_a_user_error(tmp_path):
         backbone.read_checkpoint(tmp_path / "other.pt")
 
 
+@pytest.mark.slow
 def test_pretraining_is_deterministic_and_restores_the_thread_count():
     cfg = PretrainConfig(steps=2, batch_size=8, warmup=1, per_class=1, eval_per_class=1)
     threads = torch.get_num_threads()

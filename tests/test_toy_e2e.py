@@ -17,6 +17,8 @@ import pytest
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tools"))
 import sweep  # noqa: E402
 
+pytestmark = [pytest.mark.slow, pytest.mark.e2e]  # pytest.ini: the quick tier skips these
+
 CHANCE = 100.0 / 24  # each half is a 24-way problem
 # Accuracy points CoOp must gain on base. With the shipped checkpoint, 10 epochs gave +3.3, +3.8 and +2.9 over
 # seeds 1-3 when written (the previous checkpoint, same recipe but other bits, gave +5.6 to +8.1: how much of the

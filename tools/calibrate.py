@@ -6,7 +6,9 @@
 Reads RUN_DIR/results.json and predictions.npz (and the base run's, for ts/dac: by default results.json
 ``run.model_dir`` of an eval-only novel run; a base run is its own base), recomputes every metric after the
 calibrator and writes RUN_DIR/results_<method>.json (``+`` -> ``_``) atomically. Prints a before/after table, or
-with --json exactly ``{"metrics": {...}}`` on stdout. A run lacking what the method needs: one message, exit 2.
+with --json exactly ``{"metrics": {...}}`` on stdout. A bad argument, or a run lacking or damaging what the method
+needs (every array it reads is checked first: shapes, NaN/inf, label ranges), is one message on stderr and exit 2,
+with nothing written.
 """
 from __future__ import annotations
 
@@ -24,16 +26,25 @@ from calibration.runs import (POSTHOC_METHODS, apply_posthoc, load_run, posthoc_
                               resolve_base_run, write_json_atomic)
 
 
+MAX_BINS = 1000  # more bins than this are empty for any realistic split (and classwise ECE needs C x bins sums)
+
+
+class _OneLineParser(argparse.ArgumentParser):
+    def error(self, message: str):
+        self.exit(2, f"error: {message} (see {self.prog} --help)\n")
+
+
 def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="tools/calibrate.py", description=__doc__.split("\n\n")[0])
+    p = _OneLineParser(prog="tools/calibrate.py", description=__doc__.split("\n\n")[0])
     p.add_argument("run_dir", metavar="RUN_DIR", help="a finished run (results.json + predictions.npz)")
     p.add_argument("--method", required=True, type=str.lower, choices=POSTHOC_METHODS,
                    help="ts: temperature scaling fitted on the base run's val split; dac: distance-aware "
                         "calibration; ts+dac: DAC on TS-scaled logits; sals: zero-shot logit range")
     p.add_argument("--base-run", metavar="DIR", default=None,
                    help="the base (training) run; default: results.json run.model_dir, else RUN_DIR itself")
-    p.add_argument("--n-bins", type=int, default=10, help="equal-width and equal-mass bins (default 10)")
-    p.add_argument("--dac-k", type=int, default=5, help="DAC: number of nearest base classes (default 5)")
+    p.add_argument("--n-bins", type=int, default=10,
+                   help=f"equal-width and equal-mass bins, 1 to {MAX_BINS} (default 10)")
+    p.add_argument("--dac-k", type=int, default=5, help="DAC: number of nearest base classes, >= 1 (default 5)")
     p.add_argument("--json", action="store_true", help='print only {"metrics": {...}} as JSON on stdout')
     return p
 
@@ -47,10 +58,9 @@ def _table(before: dict, after: dict, title: str) -> str:
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    if args.n_bins < 1:
-        print("error: --n-bins must be >= 1", file=sys.stderr)
-        return 2
     try:
+        if not 1 <= args.n_bins <= MAX_BINS:
+            raise UserError(f"--n-bins must be between 1 and {MAX_BINS}, got {args.n_bins}")
         run = load_run(args.run_dir)
         base = resolve_base_run(run, args.base_run) if args.method != "sals" else run
         logits, info = apply_posthoc(args.method, run, base, dac_k=args.dac_k)
@@ -68,7 +78,12 @@ def main(argv: list[str] | None = None) -> int:
         "n_bins": args.n_bins,
     }
     out = run.path / posthoc_filename(args.method)
-    write_json_atomic(out, record)
+    try:
+        write_json_atomic(out, record)
+    except OSError as e:
+        print(f"error: cannot write {out} ({e.strerror or e}); check the folder's permissions and free space",
+              file=sys.stderr)
+        return 2
     if args.json:
         print(json.dumps({"metrics": after}))
     else:
