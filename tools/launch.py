@@ -259,7 +259,7 @@ def run_local(jobs: list[Job], gpus: list[str], poll: float = 0.2, out: TextIO |
 
 
 # ------------------------------------------------------------------------------------------------ slurm
-def chains(jobs: list[Job], out: TextIO | None = None) -> tuple[list[list[Job]], list[tuple[Job, str]]]:
+def chains(jobs: list[Job], log: TextIO | None = None) -> tuple[list[list[Job]], list[tuple[Job, str]]]:
     """Unfinished jobs (no record, or a stale one: :func:`job_status`) as chains (a job, then everything that
     depends on it, depth first), and the blocked."""
     from tools.run_status import Checker
@@ -275,7 +275,7 @@ def chains(jobs: list[Job], out: TextIO | None = None) -> tuple[list[list[Job]],
         status, diffs = job_status(job, jobs, checker)
         if status == "stale":
             print(f"stale record: {job.label} (differs in: {'; '.join(diffs)}); running it again",
-                  file=out or sys.stdout, flush=True)
+                  file=log or sys.stdout, flush=True)
         if status != "done":  # an evaluation of re-trained prompts is stale too (its identity names them)
             chain.append(job)
         for child in children[job.index]:

@@ -72,15 +72,22 @@ def _file_sha256(path: str) -> str:
         return hashlib.sha256(f.read()).hexdigest()
 
 
-def _source_file(obj) -> str | None:
-    """The file defining a function, method, class or module; for any other object, its class's file."""
+def _source_files(obj) -> list[str]:
+    """The files defining a function, method or module; for a class, every class of its MRO (a subclass such as
+    clip.model.CLIP runs its bases' code too: open_clip's CLIP); for any other object, its class's."""
     obj = getattr(obj, "__func__", obj)  # a bound method: its function
     obj = inspect.unwrap(obj) if inspect.isfunction(obj) else obj
-    target = obj if inspect.isclass(obj) or inspect.isfunction(obj) or inspect.ismodule(obj) else type(obj)
-    try:
-        return inspect.getsourcefile(target) or inspect.getfile(target)
-    except TypeError:  # a built-in: its code is the library's, covered by library_versions()
-        return None
+    if inspect.isfunction(obj) or inspect.ismodule(obj):
+        targets = [obj]
+    else:
+        targets = list((obj if inspect.isclass(obj) else type(obj)).__mro__)
+    files = []
+    for target in targets:
+        try:
+            files.append(inspect.getsourcefile(target) or inspect.getfile(target))
+        except TypeError:  # a built-in: its code is the library's, covered by library_versions()
+            continue
+    return files
 
 
 def code_fingerprint(*objects) -> str:
@@ -91,9 +98,7 @@ def code_fingerprint(*objects) -> str:
     for obj in objects:
         members = list(obj.modules()) if isinstance(obj, torch.nn.Module) else [obj]
         for member in members:
-            path = _source_file(member)
-            if path and os.path.isfile(path):
-                files.add(os.path.realpath(path))
+            files.update(os.path.realpath(p) for p in _source_files(member) if p and os.path.isfile(p))
     h = hashlib.sha256()
     for path in sorted(files, key=_portable_name):
         h.update(f"{_portable_name(path)}:{_file_sha256(path)}\n".encode())
