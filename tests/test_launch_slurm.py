@@ -97,6 +97,8 @@ def test_print_lists_the_array_tasks_and_submits_nothing(tmp_path, monkeypatch):
     assert not (tmp_path / "logs").exists()
 
 
+@pytest.mark.slow
+@pytest.mark.e2e
 def test_toy_sweep_runs_as_a_job_array_and_resubmission_skips_finished_runs(slurm_cluster, tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
     lines = dry_run(tmp_path, SEEDS="1 2", CALIB="off")

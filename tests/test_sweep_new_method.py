@@ -75,6 +75,8 @@ def test_new_method_dry_run(new_method, capsys):
     assert "sweepnew" in sweep.METHODS
 
 
+@pytest.mark.slow
+@pytest.mark.e2e
 def test_new_method_through_the_script(new_method, tmp_path):
     env = dict(os.environ, DATA=str(tmp_path / "data"), OUTPUT=str(tmp_path / "out"), SEEDS="1", CALIB="on",
                SHOTS="1", OPTS="OPTIM.MAX_EPOCH 1", CALIB_PROMPT_CACHE=str(tmp_path / "cache"),
