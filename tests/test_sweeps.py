@@ -336,3 +336,12 @@ def test_shell_script_dry_run_and_usage(tmp_path):
     res = subprocess.run(["bash", "scripts/few_shot.sh", "coop"], capture_output=True, text=True, env=env,
                          cwd=REPO, timeout=60)
     assert res.returncode == 2 and "usage: few_shot METHOD DATASET" in res.stderr
+
+
+def test_an_interpreter_without_the_requirements_is_one_line(monkeypatch, capsys):
+    """The method table comes from the trainer registry (torch); run by a python without the requirements (no venv
+    active), the sweep says so in one line instead of a traceback."""
+    monkeypatch.setitem(sys.modules, "trainers.plugins", None)  # its import now raises ModuleNotFoundError
+    assert sweep.main(["base2novel", "coop", "toy"], env={"DRY_RUN": "1"}) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "is not installed for" in err and "activate the project's environment" in err

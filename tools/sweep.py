@@ -125,8 +125,12 @@ class _RegistryMethods(collections.abc.Mapping):
 def registered_trainers() -> dict:
     """Trainer name -> class, after importing every method file (built-in and drop-in: $CALIB_PROMPT_TRAINERS is
     read again, so a variable set after the first import counts too)."""
-    import trainers.plugins  # importing the package registers the methods
-    from dassl.engine import TRAINER_REGISTRY
+    try:
+        import trainers.plugins  # importing the package registers the methods
+        from dassl.engine import TRAINER_REGISTRY
+    except ModuleNotFoundError as e:  # run by an interpreter without the requirements (no venv active)
+        raise SweepError(f"{e.name} is not installed for {sys.executable}: activate the project's environment "
+                         "(README, Install: . .venv/bin/activate) or point PYTHON at its interpreter") from None
 
     trainers.plugins.load_plugins()
     return {n: TRAINER_REGISTRY.get(n) for n in TRAINER_REGISTRY.registered_names()}
