@@ -270,3 +270,27 @@ def test_a_dropin_trainer_file_is_part_of_the_code_identity(tmp_path):
         assert identity.trainer_source_sha256("IdentityProbeCoOp") not in (None, first)
     finally:  # leave the registry as other tests expect it (the sweep's methods come from it)
         del TRAINER_REGISTRY._obj_map["IdentityProbeCoOp"]
+
+
+def test_registering_another_method_leaves_identities_alone(tmp_path):
+    """Every config carries every registered method's TRAINER.<node> defaults; a drop-in method registered later
+    (its own node) must not make CoOp's records stale, while CoOp's own section still counts."""
+    from dassl.engine import TRAINER_REGISTRY
+    from trainers.plugins import import_file
+
+    data = make_image_folder(tmp_path / "data", n_classes=4, per_class=6, size=16)
+    argv = coop_argv(data, tmp_path / "run")
+    before = Checker().expected(argv)
+    file = tmp_path / "other_method.py"
+    file.write_text("from dassl.engine import TRAINER_REGISTRY\nfrom trainers.coop import CoOp\n\n\n"
+                    "@TRAINER_REGISTRY.register()\nclass OtherNodeMethod(CoOp):\n    cfg_node = 'OTHERNODE'\n"
+                    "    cfg_defaults = {'PREC': 'fp16', 'RATIO': 0.2}\n")
+    assert import_file(file) == ["OtherNodeMethod"]
+    try:
+        after = Checker().expected(argv)
+        assert "TRAINER.OTHERNODE.RATIO" not in after["config"] and after["id"] == before["id"]
+        assert "TRAINER.COOP.N_CTX" in after["config"]  # the run's own section is part of it
+        own = Checker().expected(coop_argv(data, tmp_path / "run", trainer="OtherNodeMethod"))
+        assert own["config"]["TRAINER.OTHERNODE.RATIO"] == 0.2 and "TRAINER.COOP.N_CTX" not in own["config"]
+    finally:
+        del TRAINER_REGISTRY._obj_map["OtherNodeMethod"]

@@ -55,13 +55,31 @@ def identity_free(key: str) -> bool:
     return key.startswith(IDENTITY_FREE_KEYS)
 
 
+def other_method_nodes(cfg) -> set[str]:
+    """``TRAINER.<node>`` sections of registered trainers other than ``cfg.TRAINER.NAME``: every config carries every
+    method's defaults (train.py extend_cfg), but a run computes with its own section only, so registering another
+    method (a drop-in file) must not make a record stale."""
+    try:
+        from dassl.engine import TRAINER_REGISTRY
+    except Exception:  # the engine on its own
+        return set()
+    nodes = {}
+    for name in TRAINER_REGISTRY.registered_names():
+        cls = TRAINER_REGISTRY.get(name)
+        nodes[name] = getattr(cls, "cfg_node", None) or name.upper()
+    own = nodes.get(cfg.TRAINER.NAME, str(cfg.TRAINER.NAME).upper())
+    return {n for n in nodes.values() if n not in (own, "CALIB")}
+
+
 def identity_config(cfg) -> dict[str, Any]:
-    """The flat config minus the identity-free keys, JSON-normalised (tuples as lists)."""
+    """The flat config minus the identity-free keys and other methods' ``TRAINER.<node>`` sections, JSON-normalised
+    (tuples as lists)."""
     import json
 
     from dassl.config import flatten_cfg
 
-    flat = {k: v for k, v in flatten_cfg(cfg).items() if not identity_free(k)}
+    others = tuple(f"TRAINER.{n}." for n in other_method_nodes(cfg))
+    flat = {k: v for k, v in flatten_cfg(cfg).items() if not identity_free(k) and not (others and k.startswith(others))}
     return json.loads(json.dumps(flat, sort_keys=True, default=str))
 
 
