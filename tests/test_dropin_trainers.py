@@ -157,3 +157,26 @@ def test_pytest_collection_survives_a_broken_method_file(tmp_path):
     done = subprocess.run([sys.executable, "-m", "pytest", "--collect-only", "-q", "tests/test_prompts.py"],
                           env=env, cwd=REPO, capture_output=True, text=True, timeout=600)
     assert done.returncode == 0, done.stdout[-2000:] + done.stderr[-2000:]
+
+
+def test_calib_hook_target_follows_frozen_templates_and_prec():
+    """The hook's F0 is PromptTrainer's: TRAINER.CALIB.FROZEN_TARGET_PREC fp16 runs the text tower in fp16 (on a
+    copy), so a ported trainer gets the same target as a built-in one."""
+    import torch
+    import clip
+    from dassl.config import get_cfg_default
+    from trainers.calib_hook import CalibHook
+    from trainers.templates import zeroshot_text_features
+
+    cfg = get_cfg_default()
+    train.extend_cfg(cfg)
+    cfg.DATASET.NAME = "Caltech101"
+    cfg.TRAINER.CALIB.NAME, cfg.TRAINER.CALIB.FROZEN_TARGET_PREC = "tcpt", "fp16"
+    model = clip.load("tiny-vit")
+    hook = CalibHook()
+    hook.cfg, hook.device = cfg, torch.device("cpu")
+    hook.dm = type("DM", (), {"dataset": type("D", (), {"classnames": ["cat", "dog", "red_apple"]})()})()
+    hook.setup_calib(model)
+    half = zeroshot_text_features(model, ["cat", "dog", "red_apple"], ["a photo of a {}."], precision="fp16")
+    full = zeroshot_text_features(model, ["cat", "dog", "red_apple"], ["a photo of a {}."])
+    assert torch.equal(hook.zs_text_features, half) and not torch.equal(half, full)

@@ -13,7 +13,8 @@ Three changes to such a file (docs/adding_a_method.md, "Porting a CoOp-family tr
                                               # 3. the method's terms plus the --calib terms, summed
 
 ``calib_loss`` adds exactly the objective ``PromptTrainer``'s shared step adds (calibration/regularizers.py), against
-the same frozen target ``F0`` (the dataset's single template, or TRAINER.CALIB.FROZEN_TEMPLATES ensemble); without
+the same frozen target ``F0`` (the dataset's single template, or TRAINER.CALIB.FROZEN_TEMPLATES ensemble, in
+TRAINER.CALIB.FROZEN_TARGET_PREC's precision); without
 --calib it is the sum of the method's terms. As in the shared step, a term named ``"ce"`` returned by the objective
 (ZS-Norm) replaces the method's ``"ce"``. The hook also puts ``zs_text_features`` and ``logit_scale`` into the run
 record.
@@ -26,7 +27,8 @@ import torch.nn.functional as F
 
 from calibration.regularizers import build_objective
 
-from .templates import frozen_templates, zeroshot_text_features
+from .base import PromptTrainer
+from .templates import zeroshot_text_features
 
 
 class CalibHook:
@@ -34,15 +36,18 @@ class CalibHook:
 
     supports_calib = True
 
+    # F0's templates and precision (TRAINER.CALIB.FROZEN_TEMPLATES / FROZEN_TARGET_PREC): PromptTrainer's rules
+    frozen_target_templates = PromptTrainer.frozen_target_templates
+    frozen_target_precision = PromptTrainer.frozen_target_precision
+
     def setup_calib(self, clip_model) -> None:
         """Build the --calib objective and the frozen text features ``F0`` of the current classes, once."""
-        cfg = self.cfg
-        kind = cfg.TRAINER.CALIB.FROZEN_TEMPLATES if "CALIB" in cfg.TRAINER else "single"
         self.calib_clip = clip_model.to(self.device)  # the parts the method's model does not hold move too
-        self.calib_objective = build_objective(cfg)
+        self.calib_objective = build_objective(self.cfg)
         with torch.no_grad():
             self.zs_text_features = zeroshot_text_features(
-                clip_model, self.dm.dataset.classnames, frozen_templates(cfg.DATASET.NAME, kind)).to(self.device)
+                clip_model, self.dm.dataset.classnames, self.frozen_target_templates(),
+                precision=self.frozen_target_precision()).to(self.device)
 
     @property
     def calib_logit_scale(self) -> torch.Tensor:

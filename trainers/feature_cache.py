@@ -58,13 +58,11 @@ def tower_fingerprint(visual: torch.nn.Module) -> str:
 
 
 def library_versions() -> dict[str, str]:
-    """Versions of the libraries that compute the features: the run record's list (torch, torchvision, open_clip,
-    numpy, Python) plus Pillow, which decodes the images."""
-    from PIL import __version__ as pillow
+    """The libraries that compute the features: the run identity's list (torch, torchvision, open_clip, numpy,
+    Pillow, Python major.minor; trainers/identity.py), one list for both."""
+    from .identity import library_versions as versions
 
-    from .record import versions
-
-    return {**versions(), "pillow": pillow}
+    return versions()
 
 
 def _file_sha256(path: str) -> str:
