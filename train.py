@@ -19,49 +19,43 @@ import traceback
 import torch
 from yacs.config import CfgNode as CN
 
+from common.atomic import atomic_write_text
+from common.errors import UserError
+from common.suggest import did_you_mean
 from dassl.config import flatten_cfg, get_cfg_default
-from dassl.utils import UserError, atomic_write_text, closest_match, collect_env_info, set_random_seed
+from dassl.utils import collect_env_info, set_random_seed
 
 KEY_RE = re.compile(r"^[A-Z][A-Z0-9_]*(\.[A-Z0-9_]+)+$")
 
 
+#: where each config key is declared, once (the unknown-key message names them)
+CONFIG_OWNERS = ("dassl/config/defaults.py (the engine)", "datasets/common.py (DATASET_DEFAULTS)",
+                 "calibration/regularizers.py (CALIB_DEFAULTS)", "trainers/config.py (LOSS, TEST)",
+                 "each method's cfg_defaults (TRAINER.<node>)", "train.py (CONFIG_NAME)")
+
+
+def register_project() -> None:
+    """Import the dataset and trainer modules, which register themselves in the engine's registries (the engine
+    imports no project module)."""
+    import datasets
+    import trainers  # noqa: F401  (every method file, then the drop-in files)
+
+    if not hasattr(datasets, "DATASET_MODULES"):  # e.g. HuggingFace's `datasets` ahead of ours on sys.path
+        raise UserError(f"'import datasets' found {getattr(datasets, '__file__', datasets)}, not this repository's "
+                        "datasets/ package; run from the repository root")
+
+
 def extend_cfg(cfg: CN) -> None:
     """Add every node our trainers, datasets and calibration read (all nodes exist in every run)."""
-    import trainers  # noqa: F401  (registers every method)
+    register_project()
     from calibration.regularizers import add_calib_config
-    from dassl.engine import TRAINER_REGISTRY
+    from datasets.common import add_dataset_config
+    from trainers.config import add_trainer_config
 
-    try:
-        from datasets.common import add_dataset_config
-    except ImportError:  # datasets package not importable: keep the engine's keys
-        add_dataset_config = None
-    if add_dataset_config is not None:
-        add_dataset_config(cfg)
-    if "SUBSAMPLE_CLASSES" not in cfg.DATASET:
-        cfg.DATASET.SUBSAMPLE_CLASSES = "all"
+    add_dataset_config(cfg)
     add_calib_config(cfg)
-    for name in TRAINER_REGISTRY.registered_names():
-        cls = TRAINER_REGISTRY.get(name)
-        node, defaults = getattr(cls, "cfg_node", None), getattr(cls, "cfg_defaults", None)
-        if not node or defaults is None:
-            continue
-        if node not in cfg.TRAINER:
-            cfg.TRAINER[node] = CN()
-        for key, value in defaults.items():
-            if key not in cfg.TRAINER[node]:
-                cfg.TRAINER[node][key] = value
-    # TCPT's top-level LOSS node (ProGrad's yaml sets LOSS.NAME / LOSS.T; scripts pass LOSS.LAMBDA)
-    cfg.LOSS = CN()
-    cfg.LOSS.GM = False
-    cfg.LOSS.NAME = ""
-    cfg.LOSS.ALPHA = 0.0
-    cfg.LOSS.T = 1.0
-    cfg.LOSS.LAMBDA = 1.0
-    cfg.TEST.TEXT_CHUNK = -1           # prompts per text-encoder call at evaluation (bounded memory); -1: by
-    #                                    device (trainers.base.TEXT_CHUNK_DEFAULTS), 0: all at once
-    cfg.TEST.FEATURE_CACHE = True      # cache frozen test-image features on disk (trainers/feature_cache.py)
-    cfg.TEST.FEATURE_CACHE_DIR = ""    # default: $CALIB_PROMPT_CACHE/features or ~/.cache/calib-prompt/features
-    cfg.CONFIG_NAME = ""
+    add_trainer_config(cfg)
+    cfg.CONFIG_NAME = ""  # the --config-file's name (set by setup_cfg); the run record shows it
 
 
 def reset_cfg(cfg: CN, args) -> None:
@@ -103,10 +97,9 @@ def _cfg_error(exc: Exception, source: str, cfg: CN) -> UserError:
     unknown = _YACS_UNKNOWN.search(msg)
     if unknown:
         key = unknown.group(1)
-        close = closest_match(key, flatten_cfg(cfg))
-        hint = f'; did you mean "{close}"?' if close else ""
-        return UserError(f"{source}: unknown config key {key}{hint} (keys are defined in dassl/config/defaults.py, "
-                         "train.py's extend_cfg and the trainers' cfg_defaults)")
+        hint = did_you_mean(key, flatten_cfg(cfg), clause=True)
+        return UserError(f"{source}: unknown config key {key}{hint} (keys are declared in "
+                         f"{'; '.join(CONFIG_OWNERS)})")
     mismatch = _YACS_TYPE.search(msg)
     if mismatch:
         expected, got, key = mismatch.groups()

@@ -24,12 +24,14 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 
-from calibration.errors import UserError, unknown_name_message
+from common.errors import UserError
+from common.suggest import unknown_name_message
 
 __all__ = [
     "margin_mean_var", "text_moment_matching", "mbls_penalty", "mbls_loss", "zs_norm_logits", "penalty_loss",
     "CalibObjective", "TCPTObjective", "MBLSObjective", "ZSNormObjective", "PenaltyObjective",
-    "CALIB_NAMES", "CALIB_DEFAULTS", "resolve_calib_name", "add_calib_config", "build_objective",
+    "CALIB_NAMES", "DEFAULT_CALIB", "CALIB_ALIASES", "CALIB_WORDS", "CALIB_DEFAULTS", "resolve_calib_name",
+    "add_calib_config", "build_objective",
 ]
 
 
@@ -229,8 +231,18 @@ class PenaltyObjective(CalibObjective):
 
 
 # -------------------------------------------------------------------------------------------------- registry
+# The one owner of the calibration names: train.py (``--calib``) and the sweep (``CALIB=``) import these.
 CALIB_NAMES = ("tcpt", "mbls", "zs_norm", "penalty")
-_ALIASES = {"paper": "tcpt", "none": "", "off": "", "zsnorm": "zs_norm", "zs-norm": "zs_norm"}
+#: the objective a bare ``--calib`` (and a sweep's ``CALIB=on``) selects: the paper's
+DEFAULT_CALIB = "tcpt"
+#: other spellings -> canonical name ("" = no objective)
+CALIB_ALIASES = {"paper": DEFAULT_CALIB, "none": "", "off": "", "zsnorm": "zs_norm", "zs-norm": "zs_norm"}
+#: a sweep's ``CALIB`` words -> the variants they run (None = without --calib); any other word is an objective name
+#: or alias (:func:`resolve_calib_name`)
+CALIB_WORDS: dict[str, tuple[str | None, ...]] = {
+    "both": (None, DEFAULT_CALIB), "on": (DEFAULT_CALIB,), "off": (None,), "none": (None,),
+    DEFAULT_CALIB: (DEFAULT_CALIB,), "paper": (DEFAULT_CALIB,),
+}
 
 # Defaults of cfg.TRAINER.CALIB: the official code's literals (tcpt-reference.md §1.2-1.3, §5).
 CALIB_DEFAULTS: dict[str, Any] = {
@@ -257,11 +269,11 @@ def resolve_calib_name(name: str | None) -> str:
     every run; the bare ``--calib`` flag is turned into ``"tcpt"`` by train.py); ``"zs-norm"``/``"zsnorm"`` ->
     ``"zs_norm"``. Unknown names raise UserError listing the names and the closest match."""
     key = (name or "").strip().lower()
-    key = _ALIASES.get(key, key)
+    key = CALIB_ALIASES.get(key, key)
     if key == "" or key in CALIB_NAMES:
         return key
     raise UserError(unknown_name_message("calibration objective", name, CALIB_NAMES,
-                                         "--calib / TRAINER.CALIB.NAME"))
+                                         "--calib / TRAINER.CALIB.NAME", sort=False))
 
 
 def add_calib_config(cfg) -> None:

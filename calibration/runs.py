@@ -13,12 +13,13 @@ from typing import Any
 
 import numpy as np
 
-from calibration.errors import UserError, unknown_name_message
 from calibration.metrics import check_labels, check_logits
 from calibration.posthoc import DAC, SaLS, TemperatureScaling, check_features
+from common.errors import UserError
+from common.suggest import unknown_name_message
 
 __all__ = ["RunRecord", "RunRecordError", "POSTHOC_METHODS", "load_run", "resolve_base_run", "apply_posthoc",
-           "write_json_atomic", "posthoc_filename", "PREDICTION_ARRAYS", "METHOD_ARRAYS"]
+           "posthoc_filename", "PREDICTION_ARRAYS", "METHOD_ARRAYS"]
 
 # "none" is accepted by the plotting tool (raw logits); calibrate.py offers the others.
 POSTHOC_METHODS = ("ts", "dac", "ts+dac", "sals")
@@ -190,7 +191,7 @@ def apply_posthoc(method: str, run: RunRecord, base: RunRecord | None = None,
     """
     key = method.lower()
     if key not in POSTHOC_METHODS and key != "none":
-        raise RunRecordError(unknown_name_message("post-hoc method", method, POSTHOC_METHODS))
+        raise RunRecordError(unknown_name_message("post-hoc method", method, POSTHOC_METHODS, sort=False))
     if int(dac_k) < 1:
         raise RunRecordError(f"--dac-k must be >= 1 (the number of nearest base classes DAC averages over), got "
                              f"{dac_k}")
@@ -249,9 +250,3 @@ def posthoc_filename(method: str) -> str:
     """``results_<method>.json`` with ``+`` -> ``_`` (``ts+dac`` -> ``results_ts_dac.json``)."""
     return f"results_{method.lower().replace('+', '_')}.json"
 
-
-def write_json_atomic(path: str | os.PathLike, obj: Any) -> None:
-    """Write JSON atomically (dassl.utils.atomic: temp file, fsync, rename): a reader never sees half a file."""
-    from dassl.utils.atomic import atomic_write_text
-
-    atomic_write_text(path, json.dumps(obj, indent=2, sort_keys=False) + "\n")

@@ -12,8 +12,9 @@ from typing import Callable, Dict, List
 
 from open_clip.model import CLIP, CLIPTextCfg, CLIPVisionCfg
 
+from common.errors import UserError
+
 from .build import build_clip
-from dassl.utils import UserError
 
 Builder = Callable[..., CLIP]
 

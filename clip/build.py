@@ -18,7 +18,7 @@ from open_clip.transform import PreprocessCfg
 from open_clip.transformer import LayerNormFp32
 from torch import nn
 
-from dassl.utils import UserError
+from common.errors import UserError
 
 PRECISIONS = ("fp32", "fp16", "bf16", "amp")
 LOGIT_SCALE_INIT = math.log(100.0)  # OpenAI's trained value: exp(logit_scale) = 100

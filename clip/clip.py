@@ -28,7 +28,8 @@ from typing import Iterator, Optional, Union
 
 import torch
 
-from dassl.utils import UserError, atomic_write_bytes
+from common.atomic import atomic_write_bytes
+from common.errors import UserError
 
 from .loading import OPENAI_CACHE, OPENAI_MODELS, _openai_file, available_models
 from .loading import load as _load

@@ -18,7 +18,7 @@ from open_clip.transformer import VisionTransformer
 from torch import nn
 from torch.utils.checkpoint import checkpoint
 
-from dassl.utils import UserError
+from common.errors import UserError
 
 DeepPrompts = Optional[Sequence[Optional[torch.Tensor]]]
 

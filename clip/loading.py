@@ -20,10 +20,12 @@ import torch
 from open_clip.constants import HF_WEIGHTS_NAME
 from open_clip.model import CLIP
 
+from common.errors import MissingFileError, UserError
+from common.suggest import check_availability, did_you_mean
+
 from .backbones import backbone_names, get_backbone
 from .build import build_clip, check_precision, config_from_state_dict, open_clip_precision
 from .model import openai_compatible
-from dassl.utils import MissingFileError, UserError, check_availability
 
 # OpenAI name -> (open_clip architecture, file name OpenAI's loader saves under ~/.cache/clip)
 OPENAI_MODELS: Dict[str, Tuple[str, str]] = {
@@ -76,12 +78,8 @@ def load(name_or_path: Union[str, os.PathLike], device: Union[str, torch.device]
     if sep and arch in open_clip.list_models():
         return _load_pair(arch, pretrained, device, precision, cache_dir)
     if os.sep in name or name.endswith(_CHECKPOINT_SUFFIXES):
-        import difflib
-
-        close = difflib.get_close_matches(name, available_models(), n=1)
-        hint = f" Did you mean the backbone {close[0]!r}?" if close else ""
         raise MissingFileError(f"CLIP weights file {path!r} does not exist. Check the path "
-                               f"(MODEL.BACKBONE.NAME).{hint}")
+                               f"(MODEL.BACKBONE.NAME).{did_you_mean(name, available_models())}")
     if sep:
         check_availability(arch, open_clip.list_models(), what="open_clip architecture (in ARCH:PRETRAINED)")
     check_availability(name, available_models(), what="CLIP backbone (MODEL.BACKBONE.NAME)")

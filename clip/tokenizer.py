@@ -10,7 +10,7 @@ from typing import Sequence, Union
 
 import torch
 
-from dassl.utils import UserError
+from common.errors import UserError
 
 SOT_TOKEN = 49406  # <start_of_text>
 EOT_TOKEN = 49407  # <end_of_text>, the largest id, so EOT position = argmax(ids)

@@ -8,8 +8,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from common.errors import MissingFileError
 from dassl.data.datasets.base_dataset import DatasetBase
-from dassl.utils import MissingFileError
 
 from . import fewshot
 from .common import (
@@ -107,7 +107,7 @@ class BenchmarkDataset(DatasetBase):
         self.split_sha256 = source.sha256()
 
         train, val, test = self.select(cfg, source)
-        if cfg_get(cfg, "CHECK_IMAGES", True):
+        if cfg_get(cfg, "CHECK_IMAGES"):
             used = {id(x): x for x in (train, val, test)}.values()  # val/train may be test itself
             items = list(dict.fromkeys(it for part in used for it in part))
             check_images(items, self.image_path, f"{self.split_source_name()} of {name} (under {self.image_path})",
@@ -120,7 +120,7 @@ class BenchmarkDataset(DatasetBase):
 
     def select(self, cfg, source: Split) -> tuple[list[Item], list[Item], list[Item]]:
         """Few-shot subset, then the base/new class split (engine.md §4.1 steps 3-5)."""
-        subsample = cfg_get(cfg, "SUBSAMPLE_CLASSES", "all")
+        subsample = cfg_get(cfg, "SUBSAMPLE_CLASSES")
         if self.test_only:
             (test,) = subsample_classes(source.test, subsample=subsample)
             return test, [], test
@@ -138,7 +138,7 @@ class BenchmarkDataset(DatasetBase):
                 shots=shots,
                 seed=int(cfg.SEED),
                 cache_root=self.cache_root,
-                cache_dir_set=bool(cfg_get(cfg, "CACHE_DIR", "")),
+                cache_dir_set=bool(cfg_get(cfg, "CACHE_DIR")),
                 draw_val=self.fewshot_val,
             )
             self.shots_used = fewshot.shots_used(train, source, shots, type(self).__name__)

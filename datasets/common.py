@@ -16,8 +16,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Iterable, NamedTuple, Sequence
 
+from common.atomic import atomic_write_json
+from common.errors import MissingFileError, UserError
 from dassl.data.datasets.base_dataset import Datum
-from dassl.utils import MissingFileError, UserError, atomic_open
 
 SUBSAMPLE_CHOICES = ("all", "base", "new")
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".gif", ".webp")
@@ -59,6 +60,10 @@ def get_template(dataset_name: str) -> str:
 
 
 # ----------------------------------------------------------------------------------------------- config
+#: the DATASET keys of this package (declared here only; the engine's DATASET keys are in dassl/config/defaults.py)
+DATASET_DEFAULTS: dict[str, Any] = {"SUBSAMPLE_CLASSES": "all", "CACHE_DIR": "", "CHECK_IMAGES": True}
+
+
 def add_dataset_config(cfg) -> None:
     """Add the dataset keys of this package to a (non-frozen) config; called from train.py's extend_cfg.
 
@@ -68,16 +73,15 @@ def add_dataset_config(cfg) -> None:
         $XDG_CACHE_HOME/calib-prompt, when the data folder is read-only.
     DATASET.CHECK_IMAGES: check once per run that every image the run uses exists (one fast pass).
     """
-    defaults = {"SUBSAMPLE_CLASSES": "all", "CACHE_DIR": "", "CHECK_IMAGES": True}
-    for key, value in defaults.items():
+    for key, value in DATASET_DEFAULTS.items():
         if key not in cfg.DATASET:
             setattr(cfg.DATASET, key, value)
 
 
-def cfg_get(cfg, key: str, default: Any) -> Any:
-    """Read ``cfg.DATASET.<key>`` tolerating configs built without add_dataset_config."""
+def cfg_get(cfg, key: str) -> Any:
+    """``cfg.DATASET.<key>``, its :data:`DATASET_DEFAULTS` value in a config built without add_dataset_config."""
     node = cfg.DATASET
-    return node[key] if key in node else default
+    return node[key] if key in node else DATASET_DEFAULTS[key]
 
 
 def dataset_root(cfg) -> Path:
@@ -94,7 +98,7 @@ def dataset_root(cfg) -> Path:
 def cache_root(cfg=None) -> Path:
     """Folder for caches that cannot live next to the data: DATASET.CACHE_DIR, else
     $XDG_CACHE_HOME/calib-prompt (default ~/.cache/calib-prompt)."""
-    configured = str(cfg_get(cfg, "CACHE_DIR", "") or "") if cfg is not None else ""
+    configured = str(cfg_get(cfg, "CACHE_DIR") or "") if cfg is not None else ""
     if configured:
         return Path(os.path.abspath(os.path.expanduser(configured)))
     xdg = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
@@ -117,11 +121,6 @@ def dir_writable(path: Path) -> bool:
     except OSError:
         return False
 
-
-def write_json_atomic(obj: Any, path: Path, indent: int | None = None) -> None:
-    """Write JSON atomically (temp file + rename), so a killed process never leaves half a file."""
-    with atomic_open(path, "w", encoding="utf-8") as f:
-        json.dump(obj, f, indent=indent)
 
 
 def first_writable(dirs: Sequence[Path]) -> Path | None:
@@ -221,7 +220,7 @@ def read_split(path: str | os.PathLike) -> Split:
 
 def save_split(split: Split, path: str | os.PathLike) -> None:
     """Write a split JSON in the CoOp format (indent 4), atomically."""
-    write_json_atomic(split.to_json(), Path(path), indent=4)
+    atomic_write_json(Path(path), split.to_json(), indent=4, end="")
 
 
 def to_datums(items: Iterable[Item], image_path: str | os.PathLike) -> list:

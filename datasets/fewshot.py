@@ -17,7 +17,9 @@ import pickle
 from pathlib import Path
 from typing import Sequence
 
-from .common import Item, Split, canonical_sha256, first_writable, items_to_json, parse_split, write_json_atomic
+from common.atomic import atomic_write_json
+
+from .common import Item, Split, canonical_sha256, first_writable, items_to_json, parse_split
 
 FORMAT = "calib-prompt-fewshot/1"
 DASSL_DATUM = ("dassl.data.datasets.base_dataset", "Datum")
@@ -127,7 +129,7 @@ def _write_cache(dirs, stem, train_val, *, name, source_sha, shots, seed, image_
         return
     path = target / f"{stem}.json"
     try:
-        write_json_atomic(obj, path)
+        atomic_write_json(path, obj, indent=None, end="")
     except OSError as exc:
         print(f"Warning: could not write the few-shot cache {path} ({exc}); continuing without it")
         return

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from common.errors import MissingFileError, UserError
 from dassl.data.datasets import DATASET_REGISTRY
-from dassl.utils import MissingFileError, UserError
 
 from .base import BenchmarkDataset
 from .common import Item, Split

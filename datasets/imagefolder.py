@@ -17,8 +17,8 @@ import os
 import random
 from pathlib import Path
 
+from common.errors import MissingFileError, UserError
 from dassl.data.datasets import DATASET_REGISTRY
-from dassl.utils import MissingFileError, UserError
 
 from .base import BenchmarkDataset
 from .common import (

@@ -12,11 +12,12 @@ import json
 import os
 from pathlib import Path
 
+from common.atomic import atomic_write_json
+from common.errors import MissingFileError, UserError
 from dassl.data.datasets import DATASET_REGISTRY
-from dassl.utils import MissingFileError, UserError
 
 from .base import BenchmarkDataset
-from .common import IMAGE_EXTENSIONS, Item, Split, first_writable, path_key, write_json_atomic
+from .common import IMAGE_EXTENSIONS, Item, Split, first_writable, path_key
 
 CLASSNAMES_FILE = "classnames.txt"
 LISTING_FORMAT = "calib-prompt-listing/1"
@@ -108,7 +109,8 @@ def cached_listing(name: str, dataset_path: Path, image_path: Path, subdirs: dic
     target = first_writable(places)
     if target is not None:
         try:
-            write_json_atomic({"format": LISTING_FORMAT, "dataset": name, "splits": splits}, target / filename)
+            atomic_write_json(target / filename, {"format": LISTING_FORMAT, "dataset": name, "splits": splits},
+                              indent=None, end="")
         except OSError:
             pass
     return splits

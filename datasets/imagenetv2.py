@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from common.errors import UserError
 from dassl.data.datasets import DATASET_REGISTRY
-from dassl.utils import UserError
 
 from .imagenet import CLASSNAMES_FILE, ImageNetVariant, open_clip_classnames, read_classnames
 

@@ -8,8 +8,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from common.errors import UserError
 from dassl.data.datasets import DATASET_REGISTRY
-from dassl.utils import UserError
 
 from toy import data as toy_data  # the top-level toy package (world, drawing, split)
 from toy import world as toy_world

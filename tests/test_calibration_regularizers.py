@@ -6,7 +6,7 @@ import torch
 import torch.nn.functional as F
 from yacs.config import CfgNode as CN
 
-from calibration.errors import UserError
+from common.errors import UserError
 from calibration.regularizers import (CALIB_DEFAULTS, CALIB_NAMES, MBLSObjective, PenaltyObjective,
                                       TCPTObjective, ZSNormObjective, add_calib_config, build_objective,
                                       margin_mean_var, mbls_loss, mbls_penalty, penalty_loss, resolve_calib_name,
@@ -196,7 +196,7 @@ def test_resolve_calib_name():
     with pytest.raises(UserError) as e:
         resolve_calib_name("penalti")
     msg = str(e.value)
-    assert all(n in msg for n in CALIB_NAMES) and "did you mean 'penalty'" in msg
+    assert all(n in msg for n in CALIB_NAMES) and 'Did you mean "penalty"?' in msg
 
 
 def _cfg(**calib):
@@ -225,5 +225,5 @@ def test_add_calib_config_and_build_objective():
     assert build_objective(CN()) is None  # no TRAINER.CALIB node: no objective
     with pytest.raises(UserError, match="INSTANCE_T"):
         build_objective(_cfg(NAME="tcpt", INSTANCE_T="first"))
-    with pytest.raises(UserError, match="unknown calibration objective"):
+    with pytest.raises(UserError, match="Unknown calibration objective"):
         build_objective(_cfg(NAME="focal"))

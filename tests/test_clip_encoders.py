@@ -6,7 +6,7 @@ from open_clip import CLIPTextCfg, CLIPVisionCfg
 
 import clip
 import clip.backbones
-from dassl.utils import UserError
+from common.errors import UserError
 
 M, N_V = 3, 2  # text context rows, visual prompt tokens
 

@@ -17,7 +17,7 @@ from open_clip.transformer import LayerNormFp32
 
 import clip
 import clip.backbones
-from dassl.utils import MissingFileError, UnknownNameError, UserError
+from common.errors import MissingFileError, UnknownNameError, UserError
 
 GOLDEN = Path(__file__).parent / "data" / "clip_golden_tiny_vit.json"
 

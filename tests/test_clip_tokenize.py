@@ -3,7 +3,7 @@ import pytest
 import torch
 
 import clip
-from dassl.utils import UserError
+from common.errors import UserError
 
 SOT, EOT = 49406, 49407
 

@@ -10,13 +10,13 @@ from pathlib import Path
 
 import pytest
 
+from common.errors import UserError
+from dassl.data.datasets import DATASET_REGISTRY, build_dataset
+from dassl.data.datasets.base_dataset import Datum
 import datasets
 from datasets import common
 from datasets.common import Item, Split, read_split, save_split, subsample_classes
 from datasets.testing import make_cfg, synthetic_split, touch_files, write_imagefolder, write_split_dataset
-from dassl.data.datasets import DATASET_REGISTRY, build_dataset
-from dassl.data.datasets.base_dataset import Datum
-from dassl.utils import UserError
 
 PETS = DATASET_REGISTRY.get("OxfordPets")
 

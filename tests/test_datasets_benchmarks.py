@@ -16,10 +16,10 @@ from pathlib import Path
 
 import pytest
 
+from common.errors import UserError
+from dassl.data.datasets import DATASET_REGISTRY, build_dataset
 from datasets.common import Item, Split, read_split
 from datasets.testing import make_cfg, synthetic_split, touch_files, write_split_dataset
-from dassl.data.datasets import DATASET_REGISTRY, build_dataset
-from dassl.utils import UserError
 
 SPLITS = Path(os.environ.get("CALIB_SPLITS_DIR") or Path(__file__).resolve().parents[2] / "shared" / "data" / "splits")
 

@@ -7,10 +7,10 @@ from pathlib import Path
 
 import pytest
 
+from common.errors import UserError
+from dassl.data.datasets import build_dataset
 from datasets import imagenet as imagenet_module
 from datasets.testing import make_cfg, touch_files
-from dassl.data.datasets import build_dataset
-from dassl.utils import UserError
 
 
 @pytest.fixture(autouse=True)

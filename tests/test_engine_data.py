@@ -7,12 +7,12 @@ import pytest
 import torch
 from PIL import Image
 
+from common.errors import UserError
 from dassl.config import get_cfg_default
 from dassl.data import DataManager, DatasetWrapper, build_data_loader
 from dassl.data.datasets import DATASET_REGISTRY, DatasetBase, Datum, build_dataset
 from dassl.data.samplers import build_sampler
 from dassl.data.transforms import build_transform
-from dassl.utils import UserError
 
 CLIP_MEAN = [0.48145466, 0.4578275, 0.40821073]
 CLIP_STD = [0.26862954, 0.26130258, 0.27577711]
@@ -256,34 +256,23 @@ def test_build_dataset_unknown_name(tmp_path):
         build_dataset(cfg)
 
 
-def test_build_dataset_survives_a_broken_dataset_module(tmp_path, monkeypatch):
-    """A stand-in project `datasets` package: one module registers a dataset, one fails to import."""
-    import sys
-
+def test_build_dataset_names_the_dataset_modules_that_failed_to_import(tmp_path, monkeypatch):
+    """The application reports its broken dataset modules (IMPORT_FAILURES); an unknown name then lists them."""
     import dassl.data.datasets.build as build_module
 
-    pkg = tmp_path / "repo" / "datasets"
-    pkg.mkdir(parents=True)
-    (pkg / "__init__.py").write_text("")
-    (pkg / "engine_good_ds.py").write_text(
-        "from dassl.data.datasets import DATASET_REGISTRY, DatasetBase\n"
-        "@DATASET_REGISTRY.register()\n"
-        "class EngineGoodDs(DatasetBase):\n"
-        "    def __init__(self, cfg):\n"
-        "        super().__init__(train_x=[], test=[])\n")
-    (pkg / "engine_broken_ds.py").write_text("import a_module_that_does_not_exist\n")
-    monkeypatch.setattr(build_module, "_PROJECT_DATASETS", pkg.resolve())
-    monkeypatch.setattr(build_module, "_import_errors", {})
-    monkeypatch.delitem(sys.modules, "datasets", raising=False)
-    monkeypatch.syspath_prepend(str(tmp_path / "repo"))
-    try:
-        cfg = toy_cfg(tmp_path)
-        cfg.DATASET.NAME = "EngineGoodDs"
-        with pytest.warns(UserWarning, match="engine_broken_ds"):
-            assert isinstance(build_dataset(cfg), DatasetBase)
-        cfg.DATASET.NAME = "EngineBrokenDs"
-        with pytest.raises(UserError, match="a_module_that_does_not_exist"):
-            build_dataset(cfg)
-    finally:
-        for name in ("datasets.engine_good_ds", "datasets.engine_broken_ds"):
-            sys.modules.pop(name, None)
+    failure = "ModuleNotFoundError: No module named 'a_module_that_does_not_exist'"
+    monkeypatch.setattr(build_module, "IMPORT_FAILURES", {"datasets.engine_broken_ds": failure})
+    cfg = toy_cfg(tmp_path)
+    cfg.DATASET.NAME = "EngineBrokenDs"
+    with pytest.raises(UserError, match="engine_broken_ds.*a_module_that_does_not_exist"):
+        build_dataset(cfg)
+
+
+def test_the_engine_imports_no_dataset_module():
+    """dassl.data builds datasets from its registry only: the application imports (registers) its modules."""
+    import subprocess
+    import sys
+
+    code = ("import sys, dassl.data, dassl.engine; from dassl.data.datasets import build_dataset; "
+            "assert not any(m == 'datasets' or m.startswith('datasets.') for m in sys.modules), sorted(sys.modules)")
+    subprocess.run([sys.executable, "-c", code], check=True, cwd=os.path.dirname(os.path.dirname(__file__)))

@@ -6,10 +6,10 @@ import numpy as np
 import pytest
 import torch
 
-import dassl.evaluation.evaluator as evaluator_module
+from common.errors import UserError
 from dassl.config import get_cfg_default
 from dassl.evaluation import EVALUATOR_REGISTRY, Classification, build_evaluator
-from dassl.utils import UserError
+import dassl.evaluation.evaluator as evaluator_module
 
 # parse_test_res.py's regex (engine.md §3.6)
 def parse(keyword, text):

@@ -5,10 +5,11 @@ import warnings
 import pytest
 import torch
 
+from common.errors import UserError
 from dassl.config import get_cfg_default
 from dassl.metrics import compute_accuracy
 from dassl.optim import build_lr_scheduler, build_optimizer
-from dassl.utils import UserError, load_checkpoint, resume_from_checkpoint, save_checkpoint
+from dassl.utils import load_checkpoint, resume_from_checkpoint, save_checkpoint
 
 MAPLE_LRS = [1e-5, 3.5e-3, 3.16578e-3, 2.29078e-3, 1.20922e-3]  # engine.md §1.4, LR 0.0035, 5 epochs
 

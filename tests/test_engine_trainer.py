@@ -9,13 +9,14 @@ import torch.nn as nn
 import torch.nn.functional as F
 from PIL import Image
 
-import dassl.evaluation.evaluator as evaluator_module
+from common.errors import MissingFileError, UserError
 from dassl.config import get_cfg_default
 from dassl.data.datasets import DATASET_REGISTRY, DatasetBase, Datum
 from dassl.engine import TRAINER_REGISTRY, TrainerX, build_trainer
+import dassl.evaluation.evaluator as evaluator_module
 from dassl.metrics import compute_accuracy
 from dassl.optim import build_lr_scheduler, build_optimizer
-from dassl.utils import MissingFileError, UserError, load_checkpoint, save_checkpoint
+from dassl.utils import load_checkpoint, save_checkpoint
 
 CLASSES = ("ant", "bee", "cow")
 

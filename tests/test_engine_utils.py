@@ -6,10 +6,11 @@ import numpy as np
 import pytest
 import torch
 
+from common.atomic import atomic_open, atomic_savez, atomic_torch_save, atomic_write_bytes, atomic_write_text
+from common.errors import MissingFileError, UnknownNameError, UserError
 from dassl.utils import (
-    AverageMeter, Logger, MetricMeter, MissingFileError, Registry, UnknownNameError, UserError, atomic_open,
-    atomic_savez, atomic_torch_save, atomic_write_bytes, atomic_write_text, check_isfile, listdir_nohidden,
-    load_checkpoint, load_pretrained_weights, read_json, save_checkpoint, setup_logger, tolist_if_not, write_json,
+    AverageMeter, Logger, MetricMeter, Registry, check_isfile, listdir_nohidden, load_checkpoint,
+    load_pretrained_weights, read_json, save_checkpoint, setup_logger, tolist_if_not, write_json,
 )
 
 
@@ -62,7 +63,7 @@ def test_atomic_writes_replace_and_leave_no_file_on_error(tmp_path):
 
     fresh = tmp_path / "never.pt"
     with pytest.raises(Exception):
-        atomic_torch_save({"f": lambda: 0}, fresh)  # lambdas cannot be pickled: fails mid-write
+        atomic_torch_save(fresh, {"f": lambda: 0})  # lambdas cannot be pickled: fails mid-write
     assert sorted(os.listdir(tmp_path)) == ["sub"]  # neither the target nor a temp file
 
 
@@ -72,7 +73,7 @@ def test_atomic_formats_roundtrip(tmp_path):
     atomic_savez(tmp_path / "p.npz", logits=np.ones((2, 3), np.float32), labels=np.arange(2))
     with np.load(tmp_path / "p.npz") as z:  # exact name, no ".npz.npz"
         assert z["logits"].shape == (2, 3) and z["labels"].tolist() == [0, 1]
-    atomic_torch_save({"x": torch.arange(3)}, tmp_path / "t.pt")
+    atomic_torch_save(tmp_path / "t.pt", {"x": torch.arange(3)})
     assert torch.load(tmp_path / "t.pt")["x"].tolist() == [0, 1, 2]
     umask = os.umask(0)
     os.umask(umask)

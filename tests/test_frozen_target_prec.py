@@ -8,10 +8,10 @@ import torch
 import torch.nn.functional as F
 
 import clip
-import train
+from common.errors import UserError
 from dassl.engine import build_trainer
-from dassl.utils import UserError
 from tests.helpers import coop_argv, make_image_folder
+import train
 from trainers.templates import zeroshot_text_features
 
 

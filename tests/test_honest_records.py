@@ -85,8 +85,8 @@ def test_training_without_epochs_is_one_clear_error_before_anything_is_written(d
 
 
 def test_the_trainer_refuses_to_train_without_epochs(data_root, tmp_path):
+    from common.errors import UserError
     from dassl.engine import build_trainer
-    from dassl.utils import UserError
 
     cfg = train.setup_cfg(train.parse_args(argv(data_root, tmp_path / "run", opts=("OPTIM.MAX_EPOCH", "0"))))
     trainer = build_trainer(cfg)

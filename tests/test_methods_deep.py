@@ -15,10 +15,10 @@ import torch.nn.functional as F
 from open_clip.model import CLIPTextCfg, CLIPVisionCfg
 
 import clip
-import train
 from clip.backbones import TINY_EMBED_DIM, TINY_TEXT, TINY_VIT
-from dassl.utils import UserError
+from common.errors import UserError
 from tests.helpers import IMAGEFOLDER_CFG, REPO, make_image_folder
+import train
 
 torch.set_num_threads(1)
 

@@ -11,9 +11,9 @@ import torch
 import torch.nn.functional as F
 
 import clip
-import train
-from dassl.utils import UserError
+from common.errors import UserError
 from tests.helpers import IMAGEFOLDER_CFG, REPO, make_image_folder
+import train
 
 torch.set_num_threads(1)
 

@@ -14,7 +14,7 @@ from yacs.config import CfgNode as CN
 
 import clip
 import clip.backbones
-from dassl.utils import UserError
+from common.errors import UserError
 from trainers.prompts import TextPrompts
 
 pytestmark = pytest.mark.usefixtures("one_thread")

@@ -12,11 +12,11 @@ import sys
 import pytest
 import torch
 
-import train
 from calibration.regularizers import CALIB_NAMES, build_objective
+from common.errors import UserError
 from dassl.engine import build_trainer
-from dassl.utils import UserError
 from tests.helpers import REPO, coop_argv, make_image_folder
+import train
 from trainers.base import resolve_precision
 
 torch.set_num_threads(1)

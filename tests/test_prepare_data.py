@@ -15,9 +15,9 @@ from pathlib import Path
 
 import pytest
 
-from datasets.testing import write_split_dataset
+from common.errors import UserError
 from dassl.data.datasets import DATASET_REGISTRY
-from dassl.utils import UserError
+from datasets.testing import write_split_dataset
 
 REPO = Path(__file__).resolve().parents[1]
 SPLITS = Path(os.environ.get("CALIB_SPLITS_DIR") or REPO.parent / "shared" / "data" / "splits")

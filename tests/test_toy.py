@@ -153,8 +153,8 @@ def test_toy_dataset_draws_itself_and_splits_base_new(tmp_path, small_counts, mo
 
 
 def test_toy_dataset_unwritable_root_is_a_user_error(tmp_path, monkeypatch):
+    from common.errors import UserError
     from dassl.data.datasets import build_dataset
-    from dassl.utils import UserError
 
     import datasets.toy as toy_ds
 

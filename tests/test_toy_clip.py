@@ -146,7 +146,7 @@ def test_checkpoint_round_trip(tmp_path):
 
 
 def test_missing_or_foreign_checkpoint_is_a_user_error(tmp_path):
-    from dassl.utils import UserError
+    from common.errors import UserError
 
     with pytest.raises(UserError, match="pretrain_toy_clip.py"):
         backbone.read_checkpoint(tmp_path / "absent.pt")

@@ -3,7 +3,7 @@ name too long for the zero-shot template."""
 import pytest
 
 import clip
-from dassl.utils import UserError
+from common.errors import UserError
 from trainers.prompts import TextPrompts
 from trainers.templates import zeroshot_text_features
 
@@ -14,7 +14,7 @@ def tiny():
 
 
 def test_mistyped_openai_name_suggests_the_closest():
-    with pytest.raises(UserError, match="Did you mean the backbone 'ViT-B/16'"):
+    with pytest.raises(UserError, match='Did you mean "ViT-B/16"'):
         clip.load("ViT-B/61")
 
 

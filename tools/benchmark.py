@@ -848,7 +848,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv=None) -> int:
     args = build_parser().parse_args(argv)
-    from dassl.utils import UserError
+    from common.errors import UserError
 
     if args.threads:
         torch.set_num_threads(args.threads)
@@ -905,7 +905,7 @@ def main_metrics(args, argv) -> int:
     result = benchmark_metrics(n, c, repeats=args.steps[0])
     machine["load_after"] = load_average()
     if args.out:
-        from dassl.utils.atomic import atomic_write_text
+        from common.atomic import atomic_write_text
 
         command = "python tools/benchmark.py " + " ".join(argv if argv is not None else sys.argv[1:])
         out = Path(args.out)

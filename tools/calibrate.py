@@ -20,10 +20,11 @@ from pathlib import Path
 if __package__ in (None, ""):  # run as a script: make the repository importable
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from calibration.errors import UserError  # noqa: E402
 from calibration.metrics import METRIC_KEYS, compute_metrics  # noqa: E402
 from calibration.runs import (POSTHOC_METHODS, apply_posthoc, load_run, posthoc_filename,  # noqa: E402
-                              resolve_base_run, write_json_atomic)
+                              resolve_base_run)
+from common.atomic import atomic_write_json  # noqa: E402
+from common.errors import UserError  # noqa: E402
 
 
 MAX_BINS = 1000  # more bins than this are empty for any realistic split (and classwise ECE needs C x bins sums)
@@ -79,7 +80,7 @@ def main(argv: list[str] | None = None) -> int:
     }
     out = run.path / posthoc_filename(args.method)
     try:
-        write_json_atomic(out, record)
+        atomic_write_json(out, record)
     except OSError as e:
         print(f"error: cannot write {out} ({e.strerror or e}); check the folder's permissions and free space",
               file=sys.stderr)

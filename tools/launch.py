@@ -43,6 +43,8 @@ from typing import Sequence, TextIO
 if __package__ in (None, ""):  # run as a script: make the repository importable
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from common.logtail import tail  # noqa: E402
+
 ENV_RE = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*=")
 
 
@@ -133,13 +135,6 @@ def blocked_reason(job: Job, jobs: list[Job]) -> str | None:
     if job.model_dir is None or job.deps or (job.model_dir / "results.json").is_file():
         return None
     return f"its --model-dir {job.model_dir} is not finished and no listed command trains it"
-
-
-def _tail(path: Path, n: int = 20) -> str:
-    try:
-        return "\n".join("    " + s for s in path.read_text(errors="replace").splitlines()[-n:])
-    except OSError:
-        return f"    ({path} missing)"
 
 
 def _result(job: Job) -> str:
@@ -243,7 +238,7 @@ def run_local(jobs: list[Job], gpus: list[str], poll: float = 0.2, out: TextIO |
                     failures += 1
                     why = f"exit code {rc}" if rc else "no results.json written"
                     say(f"  FAILED ({why}, {took}) {job.label}; last lines of {job.output_dir / 'console.log'}:\n"
-                        f"{_tail(job.output_dir / 'console.log')}\n    command: {job.line}")
+                        f"{tail(job.output_dir / 'console.log')}\n    command: {job.line}")
             if todo or running:
                 time.sleep(poll)
     except (KeyboardInterrupt, children.Terminated):

@@ -28,6 +28,8 @@ import time
 from pathlib import Path
 from typing import Any, Sequence, TextIO
 
+from common.logtail import tail
+
 REPO = Path(__file__).resolve().parents[1]
 RECORD = "last_submission.json"
 ENDED = {"COMPLETED", "FAILED", "CANCELLED", "TIMEOUT", "OUT_OF_MEMORY", "NODE_FAIL", "PREEMPTED", "BOOT_FAIL",
@@ -47,7 +49,7 @@ def run_chain(workdir: str, runs: list[dict[str, Any]]) -> list[str]:
     """Run a chain's unfinished runs in order (executed on the cluster by submitit); raises at the first failure,
     so that SLURM records the task as FAILED. Returns the finished runs' folders."""
     from tools.run_status import Checker
-    from tools.sweep import Run, result_line, tail
+    from tools.sweep import Run, result_line
 
     os.chdir(workdir)
     checker = Checker()
@@ -178,14 +180,6 @@ def scancel(ids: Sequence[str]) -> str:
     return "" if res.returncode == 0 else (res.stderr or res.stdout).strip()
 
 
-def _log_tail(path: Path, n: int = 40) -> str:
-    try:
-        lines = path.read_text(errors="replace").splitlines()
-    except OSError:
-        return f"    ({path} missing)"
-    return "\n".join("    " + s for s in lines[-n:])
-
-
 def failure_report(log: Path) -> str:
     """The failed run's report that run_chain printed into the task's log (without submitit's traceback of the
     ChainFailed it raised), else the log's tail (an error outside the runs: its traceback)."""
@@ -195,7 +189,7 @@ def failure_report(log: Path) -> str:
         return f"    ({log} missing)"
     start = max((i for i, s in enumerate(lines) if s.startswith("FAILED (")), default=None)
     if start is None:
-        return _log_tail(log)
+        return tail(log, 40)
     end = next((i for i in range(start + 1, len(lines)) if lines[i].startswith("submitit ")), len(lines))
     return "\n".join("    " + s for s in lines[start:end])
 
@@ -242,7 +236,7 @@ def follow(jobs: list, chain_list: list[list], out: TextIO, poll: float = 2.0) -
             del open_tasks[i]
             failed += 1
             say(f"  FAILED job {job.job_id} ({state or 'left the queue'}, no result): {label}; last lines of "
-                f"{job.paths.stdout}:\n{_log_tail(job.paths.stdout)}")
+                f"{job.paths.stdout}:\n{tail(job.paths.stdout, 40)}")
         if open_tasks:
             time.sleep(poll)
     say(f"finished: {n - failed}/{n} array task(s) complete" + (f", {failed} failed" if failed else "")

@@ -11,9 +11,7 @@ and calibrated (``plot.py reliability R R --method none ts``).
 from __future__ import annotations
 
 import argparse
-import os
 import sys
-import tempfile
 from pathlib import Path
 
 if __package__ in (None, ""):  # run as a script: make the repository importable
@@ -25,9 +23,10 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 
-from calibration.errors import UserError  # noqa: E402
 from calibration.metrics import compute_metrics, margins, reliability_data  # noqa: E402
 from calibration.runs import POSTHOC_METHODS, apply_posthoc, load_run, resolve_base_run  # noqa: E402
+from common.atomic import atomic_open  # noqa: E402
+from common.errors import UserError  # noqa: E402
 
 METHOD_CHOICES = ("none",) + POSTHOC_METHODS
 
@@ -120,18 +119,12 @@ def plot_margins(series, bins: int, title: str | None):
 
 
 def _save(fig, path: str) -> None:
-    """Save as PNG through a temp file + rename (atomic)."""
-    out = Path(path)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=out.name + ".", suffix=".tmp", dir=out.parent)
-    os.close(fd)
+    """Save as PNG atomically (common.atomic: the file gets the umask's mode, like a plain open())."""
     try:
-        fig.savefig(tmp, format="png", dpi=120)
-        os.replace(tmp, out)
+        with atomic_open(path, "wb") as f:
+            fig.savefig(f, format="png", dpi=120)
     finally:
         plt.close(fig)
-        if os.path.exists(tmp):
-            os.unlink(tmp)
 
 
 def main(argv: list[str] | None = None) -> int:

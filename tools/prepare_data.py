@@ -31,8 +31,9 @@ if str(REPO) not in sys.path:
     sys.path.insert(0, str(REPO))
 
 import datasets  # noqa: E402,F401  (registers the dataset classes)
+from common.errors import UserError  # noqa: E402
+from common.suggest import did_you_mean  # noqa: E402
 from dassl.data.datasets import DATASET_REGISTRY  # noqa: E402
-from dassl.utils import UserError, closest_match  # noqa: E402
 from datasets.common import canonical_sha256, find_missing, split_problems  # noqa: E402
 
 BENCHMARKS = (
@@ -227,8 +228,7 @@ def resolve_names(requested: list[str]) -> list[str]:
     for raw in requested:
         name = table.get(_norm(raw))
         if name is None:
-            close = closest_match(_norm(raw), table)
-            hint = f' Did you mean "{table[close]}"?' if close else ""
+            hint = did_you_mean(_norm(raw), table, shown=table)
             raise UserError(f'Unknown dataset "{raw}".{hint} Known: {", ".join(BENCHMARKS)} (or their config names).')
         if name not in out:
             out.append(name)

@@ -36,7 +36,6 @@ console.log and its command; the evaluations that need its prompts are skipped, 
 from __future__ import annotations
 
 import collections.abc
-import difflib
 import os
 import re
 import shlex
@@ -49,6 +48,9 @@ from typing import Mapping, Sequence
 REPO = Path(__file__).resolve().parents[1]
 if __package__ in (None, ""):  # run as a script: make the repository importable
     sys.path.insert(0, str(REPO))
+
+from common.logtail import tail  # noqa: E402
+from common.suggest import unknown_name_message  # noqa: E402
 
 
 class SweepError(Exception):
@@ -168,18 +170,11 @@ DEFAULT_BACKBONE = {"toy": "toy-clip"}  # datasets whose images need a particula
 #: the user's OPTS, which override them.
 DATASET_OPTS = {"toy": ["OPTIM.MAX_EPOCH", "20", "INPUT.RRCROP_SCALE", "(0.5, 1.0)", "DATALOADER.NUM_WORKERS", "2"]}
 
-# CALIB tokens -> variants (None = without --calib). Baseline names are checked by calibration.regularizers.
-CALIB_WORDS: dict[str, tuple[str | None, ...]] = {
-    "both": (None, "tcpt"), "on": ("tcpt",), "off": (None,), "none": (None,), "tcpt": ("tcpt",),
-    "paper": ("tcpt",),
-}
 KEY_RE = re.compile(r"^[A-Z][A-Z0-9_]*(\.[A-Z0-9_]+)+$")
 
 
 def _unknown(kind: str, name: str, known: Sequence[str], fix: str) -> SweepError:
-    close = difflib.get_close_matches(name.lower(), list(known), n=1, cutoff=0.5)
-    hint = f"; did you mean {close[0]!r}?" if close else ""
-    return SweepError(f"unknown {kind} {name!r}{hint} Known: {', '.join(known)}. {fix}")
+    return SweepError(f"{unknown_name_message(kind, name, known, sort=False)} {fix}".rstrip())
 
 
 def trainer_name(name: str) -> str:
@@ -297,13 +292,13 @@ def _ints(text: str, name: str) -> list[int]:
 
 def parse_calib(text: str) -> list[str | None]:
     """Variants of a CALIB value: ``both`` | ``on`` | ``off`` | baseline names, several allowed."""
+    from calibration.regularizers import CALIB_WORDS, resolve_calib_name  # the one owner of the calibration names
+
     variants: list[str | None] = []
     for token in text.replace(",", " ").lower().split() or ["both"]:
         if token in CALIB_WORDS:
             found = CALIB_WORDS[token]
         else:
-            from calibration.regularizers import resolve_calib_name  # the one list of objectives
-
             try:
                 found = (resolve_calib_name(token) or None,)
             except Exception as e:  # UserError (or ValueError without the engine)
@@ -554,14 +549,6 @@ def result_line(run_dir: Path) -> str:
         return f"acc {m['accuracy']:.2f}  ece {m['ece']:.2f}"
     except (OSError, ValueError, KeyError, TypeError):
         return "(results.json unreadable)"
-
-
-def tail(path: Path, n: int = 20) -> str:
-    try:
-        lines = path.read_text(errors="replace").splitlines()
-    except OSError:
-        return f"    ({path} missing)"
-    return "\n".join("    " + line for line in lines[-n:])
 
 
 def run_status(run: Run, runs: Sequence[Run], checker) -> tuple[str, list[str]]:

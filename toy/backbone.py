@@ -19,7 +19,8 @@ import torch
 from open_clip.model import CLIP, CLIPTextCfg, CLIPVisionCfg
 
 import clip
-from dassl.utils import UserError
+from common.atomic import atomic_torch_save
+from common.errors import UserError
 
 FORMAT = "toy-clip/1"
 CHECKPOINT = Path(__file__).resolve().parent / "assets" / "toy_clip.pt"
@@ -57,12 +58,8 @@ def checkpoint_dict(model: CLIP, token_ids: torch.Tensor, init_seed: int, meta: 
 
 
 def save_checkpoint(ckpt: dict[str, Any], path: str | os.PathLike) -> None:
-    """Write atomically (temp file + rename)."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp")
-    torch.save(ckpt, tmp)
-    os.replace(tmp, path)
+    """Write atomically (common.atomic)."""
+    atomic_torch_save(path, ckpt)
 
 
 def read_checkpoint(path: str | os.PathLike = CHECKPOINT) -> dict[str, Any]:

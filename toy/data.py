@@ -20,6 +20,8 @@ from typing import Mapping
 import numpy as np
 from tqdm import tqdm
 
+from common.atomic import atomic_open, atomic_write_json
+
 from . import world
 
 SPLIT_FILE = "split_toy.json"
@@ -65,13 +67,6 @@ def is_current(dataset_dir: str | os.PathLike, seed: int = SEED) -> bool:
         return False
 
 
-def _write_json(obj, path: Path, indent: int | None = None) -> None:
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    with open(tmp, "w", encoding="utf-8") as f:
-        json.dump(obj, f, indent=indent)
-    os.replace(tmp, path)
-
-
 def generate(dataset_dir: str | os.PathLike, seed: int = SEED, progress: bool = True) -> Path:
     """Draw the whole tree into ``dataset_dir`` (2,880 images, a few seconds) and return the split JSON path."""
     d = Path(dataset_dir)
@@ -83,11 +78,10 @@ def generate(dataset_dir: str | os.PathLike, seed: int = SEED, progress: bool = 
         path = d / IMAGE_DIR / cls.folder / f"{s}_{i:03d}.png"
         path.parent.mkdir(parents=True, exist_ok=True)
         img = world.fade(world.render(cls, image_rng(seed, label, s, i))[0], SATURATION)
-        tmp = path.with_name(f".{path.stem}.{os.getpid()}.tmp.png")
-        img.save(tmp)
-        os.replace(tmp, path)
-    _write_json(split, d / SPLIT_FILE, indent=4)
-    _write_json(marker(seed), d / MARKER_FILE)
+        with atomic_open(path, "wb") as f:
+            img.save(f, format="PNG")
+    atomic_write_json(d / SPLIT_FILE, split, indent=4, end="")
+    atomic_write_json(d / MARKER_FILE, marker(seed), indent=None, end="")
     return d / SPLIT_FILE
 
 

@@ -6,7 +6,7 @@ import pkgutil
 from . import plugins
 from .base import PromptModel, PromptOutput, PromptTrainer
 
-_SKIP = {"base", "prompts", "templates", "record", "plugins"}
+_SKIP = {"base", "config", "prompts", "templates", "record", "plugins"}
 
 
 def _import_all() -> None:

@@ -21,12 +21,13 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-import clip
 from calibration.regularizers import build_objective
+import clip
+from common.errors import UserError
 from dassl.config import flatten_cfg
 from dassl.engine import TrainerX
 from dassl.optim import build_lr_scheduler, build_optimizer
-from dassl.utils import UserError, get_rng_state, load_checkpoint, read_image, save_checkpoint, set_rng_state
+from dassl.utils import get_rng_state, load_checkpoint, read_image, save_checkpoint, set_rng_state
 from dassl.utils.torchtools import CHECKPOINT_POINTER
 
 from . import record

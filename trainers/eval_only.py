@@ -13,7 +13,8 @@ from __future__ import annotations
 import os.path as osp
 from typing import Any
 
-from dassl.utils import UserError, load_checkpoint
+from common.errors import UserError
+from dassl.utils import load_checkpoint
 
 #: Keys (prefixes) a training run fixes for the evaluations of its prompts.
 TRAINING_KEYS = ("TRAINER.", "OPTIM.", "LOSS.", "MODEL.", "INPUT.", "DATALOADER.TRAIN_X.", "DATALOADER.TRAIN_U.",

@@ -29,7 +29,7 @@ from pathlib import Path
 
 import torch
 
-from dassl.utils import atomic_torch_save
+from common.atomic import atomic_torch_save
 
 ENV_DIR = "CALIB_PROMPT_CACHE"
 
@@ -168,7 +168,7 @@ def save(path: Path, features: torch.Tensor, labels: torch.Tensor) -> bool:
     """Best-effort: True when written; otherwise one warning line and False (the run goes on without it)."""
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
-        atomic_torch_save({"features": features, "labels": labels}, path)
+        atomic_torch_save(path, {"features": features, "labels": labels})
         return True
     except Exception as exc:  # noqa: BLE001 - the cache is optional: any failure to write it is only reported
         print(f"Warning: cannot write the feature cache {path} ({type(exc).__name__}: {exc}); continuing without "

@@ -6,8 +6,8 @@
   goes, not what it computes), and ``config_sha256``, its hash;
 - ``split_sha256``: the data root's split hash (``DatasetBase.split_sha256``; a different ``DATA`` with other
   data gives another split);
-- ``code_sha256``: a hash of the source of the result-affecting packages (:data:`CODE_PATHS`: clip/, dassl/,
-  trainers/, calibration/, datasets/, toy/ with toy-clip's weights, train.py), so a change in docs/, tools/ or
+- ``code_sha256``: a hash of the source of the result-affecting packages (:data:`CODE_PATHS`: common/, clip/,
+  dassl/, trainers/, calibration/, datasets/, toy/ with toy-clip's weights, train.py), so a change in docs/, tools/ or
   tests/ leaves every run current (the git commit is recorded beside it, for information only); a trainer defined in
   a drop-in file outside those folders (trainers/plugins.py) adds that file's hash;
 - ``versions``: the libraries that change numbers (torch, torchvision, open_clip, numpy, pillow, Python major.minor);
@@ -41,7 +41,7 @@ IDENTITY_FREE_KEYS = ("OUTPUT_DIR", "RESUME", "VERBOSE", "USE_CUDA", "CONFIG_NAM
 #: Options the record has fields of its own for (``shots``, ``subsample``): not part of ``options``.
 OWN_FIELD_KEYS = ("DATASET.NUM_SHOTS", "DATASET.SUBSAMPLE_CLASSES")
 #: The result-affecting source: these folders and files (tracked files when in a git checkout; Markdown excluded).
-CODE_PATHS = ("clip", "dassl", "trainers", "calibration", "datasets", "toy", "train.py")
+CODE_PATHS = ("common", "clip", "dassl", "trainers", "calibration", "datasets", "toy", "train.py")
 COMPONENTS = ("config", "split", "code", "versions", "model")
 
 

@@ -10,8 +10,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from common.errors import UserError
 from dassl.engine import TRAINER_REGISTRY
-from dassl.utils import UserError
 
 from .base import PromptModel, PromptTrainer
 from .prompts import TextPrompts, count_tokens, init_phrase

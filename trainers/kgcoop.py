@@ -12,8 +12,8 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
+from common.errors import UserError
 from dassl.engine import TRAINER_REGISTRY
-from dassl.utils import UserError
 
 from .base import PromptOutput, PromptTrainer
 from .coop import CoOpModel

@@ -22,8 +22,8 @@ import sys
 import traceback
 from pathlib import Path
 
+from common.errors import UserError
 from dassl.engine.build import IMPORT_FAILURES, TRAINER_REGISTRY
-from dassl.utils import UserError
 
 ENV_VAR = "CALIB_PROMPT_TRAINERS"
 CONTRIB = Path(__file__).resolve().parent / "contrib"

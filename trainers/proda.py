@@ -21,8 +21,8 @@ import torch.nn.functional as F
 from torch import nn
 
 import clip
+from common.errors import UserError
 from dassl.engine import TRAINER_REGISTRY
-from dassl.utils import UserError
 
 from .base import PromptModel, PromptOutput, PromptTrainer
 from .prompts import TextPrompts

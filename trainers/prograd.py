@@ -15,8 +15,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from common.errors import UserError
 from dassl.engine import TRAINER_REGISTRY
-from dassl.utils import UserError
 
 from .base import PromptModel, PromptOutput, PromptTrainer
 from .coop import init_context

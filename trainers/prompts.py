@@ -14,7 +14,7 @@ import torch
 from torch import nn
 
 import clip
-from dassl.utils import UserError
+from common.errors import UserError
 
 POSITIONS = ("end", "middle", "front")
 

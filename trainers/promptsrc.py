@@ -15,8 +15,9 @@ import os.path as osp
 import torch
 import torch.nn.functional as F
 
+from common.atomic import atomic_torch_save
+from common.errors import UserError
 from dassl.engine import TRAINER_REGISTRY
-from dassl.utils import UserError, atomic_torch_save
 
 import clip
 
@@ -194,7 +195,7 @@ class PromptSRC(PromptTrainer):
     def save_model(self, epoch, directory, is_best=False, val_result=None, model_name=""):
         super().save_model(epoch, directory, is_best=is_best, val_result=val_result, model_name=model_name)
         if not model_name and epoch + 1 < self.max_epoch:
-            atomic_torch_save({"epoch": epoch + 1, "sum": self.gpa.state()}, self._gpa_path(directory, epoch + 1))
+            atomic_torch_save(self._gpa_path(directory, epoch + 1), {"epoch": epoch + 1, "sum": self.gpa.state()})
 
     def resume_model_if_exist(self, directory):
         start = super().resume_model_if_exist(directory)

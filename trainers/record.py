@@ -17,7 +17,7 @@ from typing import Any
 
 import numpy as np
 
-from dassl.utils import atomic_savez, atomic_write_text
+from common.atomic import atomic_savez, atomic_write_text
 
 RESULTS = "results.json"
 PREDICTIONS = "predictions.npz"

@@ -50,7 +50,7 @@ def frozen_templates(dataset_name: str, kind: str = "single") -> list[str]:
         return [single]
     if kind == "ensemble":
         return IMAGENET_TEMPLATES + ([single] if single not in IMAGENET_TEMPLATES else [])
-    from dassl.utils import UserError
+    from common.errors import UserError
 
     raise UserError(f"TRAINER.CALIB.FROZEN_TEMPLATES must be 'single' or 'ensemble', got {kind!r}")
 
@@ -65,7 +65,7 @@ def frozen_target_precision(value) -> str | None:
     """The CLIP precision F0 is computed in for a FROZEN_TARGET_PREC value (None = the model's own)."""
     kind = str(value).lower()
     if kind not in FROZEN_TARGET_PRECS:
-        from dassl.utils import UserError
+        from common.errors import UserError
 
         raise UserError(f"TRAINER.CALIB.FROZEN_TARGET_PREC must be one of {', '.join(FROZEN_TARGET_PRECS)}, "
                         f"got {value!r}")

@@ -130,6 +130,6 @@ _C.TEST.SPLIT = "test"
 _C.TEST.FINAL_MODEL = "last_step"
 _C.TEST.ECE_BINS = 10  # ours: equal-width bins of ECE/MCE/classwise ECE
 
-# Trainer (method nodes are added by train.py's extend_cfg)
+# Trainer (the method nodes are declared by trainers/config.py, TRAINER.CALIB by calibration/regularizers.py)
 _C.TRAINER = CN()
 _C.TRAINER.NAME = ""

@@ -13,7 +13,8 @@ from torch.utils.data import DataLoader, Dataset as TorchDataset
 from torch.utils.data import default_collate
 from torchvision.transforms import Compose, Normalize, Resize, ToTensor
 
-from ..utils.errors import UserError
+from common.errors import UserError
+
 from ..utils.tools import read_image
 from .datasets import build_dataset
 from .samplers import build_sampler

@@ -3,7 +3,7 @@ from __future__ import annotations
 
 from torch.utils.data import RandomSampler, SequentialSampler
 
-from ..utils.errors import check_availability
+from common.suggest import check_availability
 
 AVAI_SAMPLERS = ["RandomSampler", "SequentialSampler"]
 

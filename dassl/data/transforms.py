@@ -10,7 +10,8 @@ from torchvision.transforms import (
     RandomGrayscale, RandomHorizontalFlip, RandomResizedCrop, Resize, ToTensor,
 )
 
-from ..utils.errors import UserError, check_availability
+from common.errors import UserError
+from common.suggest import check_availability
 
 INTERPOLATION_MODES = {
     "bilinear": InterpolationMode.BILINEAR,

@@ -1,4 +1,6 @@
-from ..utils.errors import UnknownNameError, check_availability
+from common.errors import UnknownNameError
+from common.suggest import check_availability
+
 from ..utils.registry import Registry
 
 TRAINER_REGISTRY = Registry("TRAINER")

@@ -22,11 +22,13 @@ import torch
 import torch.nn as nn
 from tqdm import tqdm
 
+from common.errors import MissingFileError, UserError
+
 from ..data import DataManager
 from ..evaluation import build_evaluator
 from ..utils import (
-    AverageMeter, MetricMeter, MissingFileError, UserError, load_checkpoint, mkdir_if_missing, resume_from_checkpoint,
-    save_checkpoint, tolist_if_not,
+    AverageMeter, MetricMeter, load_checkpoint, mkdir_if_missing, resume_from_checkpoint, save_checkpoint,
+    tolist_if_not,
 )
 
 # State-dict keys whose shape depends on the class set; dropped when loading across base/new.

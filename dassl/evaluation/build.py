@@ -1,4 +1,5 @@
-from ..utils.errors import check_availability
+from common.suggest import check_availability
+
 from .evaluator import EVALUATOR_REGISTRY
 
 

@@ -11,8 +11,9 @@ from collections import OrderedDict
 import numpy as np
 import torch
 
-from ..utils.atomic import atomic_torch_save
-from ..utils.errors import UserError
+from common.atomic import atomic_torch_save
+from common.errors import UserError
+
 from ..utils.registry import Registry
 
 EVALUATOR_REGISTRY = Registry("EVALUATOR")
@@ -126,5 +127,5 @@ class Classification(EvaluatorBase):
         np.add.at(cmat, (labels, preds), 1)
         cmat = cmat / np.maximum(cmat.sum(axis=1, keepdims=True), 1)
         save_path = osp.join(self.cfg.OUTPUT_DIR, "cmat.pt")
-        atomic_torch_save(cmat, save_path)
+        atomic_torch_save(save_path, cmat)
         print(f'Confusion matrix is saved to "{save_path}"')

@@ -9,7 +9,8 @@ from __future__ import annotations
 
 from torch.optim.lr_scheduler import CosineAnnealingLR, LRScheduler, MultiStepLR, StepLR
 
-from ..utils.errors import UserError, check_availability
+from common.errors import UserError
+from common.suggest import check_availability
 
 AVAI_SCHEDS = ["single_step", "multi_step", "cosine"]
 AVAI_WARMUPS = ["constant", "linear"]

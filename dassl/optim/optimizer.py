@@ -6,7 +6,8 @@ import warnings
 import torch
 import torch.nn as nn
 
-from ..utils.errors import UserError, check_availability
+from common.errors import UserError
+from common.suggest import check_availability
 
 AVAI_OPTIMS = ["adam", "amsgrad", "sgd", "rmsprop", "radam", "adamw"]
 

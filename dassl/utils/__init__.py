@@ -1,7 +1,11 @@
-"""Flat namespace of Dassl's utils: tools, logger, meters, registry, torchtools, plus our
-errors and atomic-write helpers."""
-from .atomic import atomic_open, atomic_savez, atomic_torch_save, atomic_write_bytes, atomic_write_text
-from .errors import MissingFileError, UnknownNameError, UserError, check_availability, closest_match
+"""Flat namespace of Dassl's utils: tools, logger, meters, registry, torchtools.
+
+Only Dassl's own API lives here (what trainer files import). Our errors, did-you-mean messages and atomic writers are
+in ``common`` (``common.errors``, ``common.suggest``, ``common.atomic``); ``check_availability`` is exported here too
+because Dassl's API has it.
+"""
+from common.suggest import check_availability
+
 from .logger import Logger, setup_logger
 from .meters import AverageMeter, MetricMeter
 from .registry import Registry
@@ -14,8 +18,7 @@ from .torchtools import (
 )
 
 __all__ = [
-    "atomic_open", "atomic_savez", "atomic_torch_save", "atomic_write_bytes", "atomic_write_text",
-    "MissingFileError", "UnknownNameError", "UserError", "check_availability", "closest_match",
+    "check_availability",
     "Logger", "setup_logger", "AverageMeter", "MetricMeter", "Registry",
     "check_isfile", "collect_env_info", "listdir_nohidden", "mkdir_if_missing", "read_image", "read_json",
     "set_random_seed", "get_rng_state", "set_rng_state", "tolist_if_not", "write_json",

@@ -3,7 +3,7 @@ from __future__ import annotations
 
 from typing import Any, Callable
 
-from .errors import check_availability
+from common.suggest import check_availability
 
 
 class Registry:

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import os
 
-from .errors import UserError
+from common.errors import UserError
 
 LOCK_FILE = ".lock"
 

@@ -10,7 +10,7 @@ import random
 import warnings
 from typing import Any
 
-from .atomic import atomic_write_text
+from common.atomic import atomic_write_text
 
 __all__ = [
     "mkdir_if_missing", "check_isfile", "read_json", "write_json", "listdir_nohidden", "read_image",

@@ -10,8 +10,8 @@ from collections import OrderedDict
 import torch
 import torch.nn as nn
 
-from .atomic import atomic_open, atomic_torch_save, atomic_write_text
-from .errors import MissingFileError, UserError
+from common.atomic import atomic_open, atomic_torch_save, atomic_write_text
+from common.errors import MissingFileError, UserError
 
 __all__ = [
     "save_checkpoint", "load_checkpoint", "resume_from_checkpoint", "load_pretrained_weights", "count_num_param",
@@ -58,7 +58,7 @@ def save_checkpoint(state: dict, save_dir: str, is_best: bool = False, remove_mo
     if not model_name:
         model_name = f"model.pth.tar-{state['epoch']}"
     fpath = osp.join(save_dir, model_name)
-    atomic_torch_save(state, fpath)
+    atomic_torch_save(fpath, state)
     print(f"Checkpoint saved to {fpath}")
     atomic_write_text(osp.join(save_dir, CHECKPOINT_POINTER), osp.basename(fpath) + "\n")
     if is_best:

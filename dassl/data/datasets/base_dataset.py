@@ -8,7 +8,8 @@ from __future__ import annotations
 import random
 from collections import defaultdict
 
-from ...utils.errors import MissingFileError
+from common.errors import MissingFileError
+
 from ...utils.tools import check_isfile
 
 __all__ = ["Datum", "DatasetBase"]

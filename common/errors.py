@@ -1,8 +1,5 @@
-"""Errors a user can cause, and the one helper that names the closest valid choice."""
+"""Errors a user can cause. ``train.py`` and the tools print them as one line and exit 1 (no traceback)."""
 from __future__ import annotations
-
-import difflib
-from typing import Iterable
 
 
 class UserError(Exception):
@@ -42,28 +39,3 @@ class MissingFileError(UserError, FileNotFoundError):
 
     def __str__(self) -> str:
         return str(self.args[0]) if self.args else ""
-
-
-def closest_match(requested: str, available: Iterable[str]) -> str | None:
-    """Closest name by difflib (case-insensitive), or None."""
-    available = list(available)
-    lowered = {a.lower(): a for a in available}
-    hits = difflib.get_close_matches(str(requested).lower(), list(lowered), n=1, cutoff=0.5)
-    return lowered[hits[0]] if hits else None
-
-
-def check_availability(requested, available, what: str = "name") -> None:
-    """Raise UnknownNameError unless ``requested`` is in ``available``.
-
-    The message lists the known names and the closest match ("did you mean").
-    """
-    available = list(available)
-    if requested in available:
-        return
-    msg = f'Unknown {what} "{requested}".'
-    close = closest_match(requested, available)
-    if close is not None:
-        msg += f' Did you mean "{close}"?'
-    known = ", ".join(sorted(map(str, available))) if available else "(none registered)"
-    msg += f" Known: {known}."
-    raise UnknownNameError(msg)
