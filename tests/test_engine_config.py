@@ -2,7 +2,7 @@
 import pytest
 from yacs.config import CfgNode as CN
 
-from dassl.config import get_cfg_default
+from dassl.config import flatten_cfg, get_cfg_default
 
 
 def test_defaults_and_our_keys():
@@ -69,3 +69,35 @@ def test_unknown_keys_fail(tmp_path):
     bad.write_text("LOSS:\n  NAME: prograd\n")
     with pytest.raises(KeyError):
         cfg.merge_from_file(str(bad))
+
+
+def test_each_config_key_is_declared_in_one_place():
+    """The engine's tree, the datasets' keys, TRAINER.CALIB, the trainers' LOSS/TEST keys, the methods' sections and
+    train.py's CONFIG_NAME: no key in two of them, and together they are exactly the config a run gets."""
+    import train
+    from calibration.regularizers import CALIB_DEFAULTS
+    from datasets.common import DATASET_DEFAULTS
+    from dassl.engine import TRAINER_REGISTRY
+    from trainers.config import LOSS_DEFAULTS, TEST_DEFAULTS
+
+    cfg = get_cfg_default()
+    train.extend_cfg(cfg)
+    methods = set()
+    for name in TRAINER_REGISTRY.registered_names():
+        cls = TRAINER_REGISTRY.get(name)
+        if getattr(cls, "cfg_node", None) and getattr(cls, "cfg_defaults", None) is not None:
+            methods |= {f"TRAINER.{cls.cfg_node}.{k}" for k in cls.cfg_defaults}
+    owners = {
+        "engine": set(flatten_cfg(get_cfg_default())),
+        "datasets": {f"DATASET.{k}" for k in DATASET_DEFAULTS},
+        "calibration": {f"TRAINER.CALIB.{k}" for k in CALIB_DEFAULTS},
+        "trainers": {f"LOSS.{k}" for k in LOSS_DEFAULTS} | {f"TEST.{k}" for k in TEST_DEFAULTS},
+        "methods": methods,
+        "train.py": {"CONFIG_NAME"},
+    }
+    seen: dict[str, str] = {}
+    for owner, keys in owners.items():
+        for key in keys:
+            assert key not in seen, f"{key} is declared by both {seen[key]} and {owner}"
+            seen[key] = owner
+    assert set(seen) == set(flatten_cfg(cfg))
