@@ -5,8 +5,8 @@
         --config-file configs/trainers/CoOp/vit_b16_ep50.yaml \
         --output-dir output/... DATASET.NUM_SHOTS 16 DATASET.SUBSAMPLE_CLASSES base
 
-Config merge order (engine.md §2.3): defaults <- extend_cfg <- dataset yaml <- method yaml <- CLI flags <- KEY VALUE
-opts, which have the final word.
+Config merge order (docs/engine_api.md#merge-order): defaults <- extend_cfg <- dataset yaml <- method yaml <- CLI flags
+<- KEY VALUE opts, which have the final word.
 """
 from __future__ import annotations
 

@@ -1,11 +1,11 @@
 """Classification and calibration metrics on saved logits (numpy only, float64).
 
-Conventions (calibration.md §6):
+Conventions (docs/method_notes.md#metrics):
 - confidence = max softmax of the logits, prediction = argmax (the first index on ties, as ``np.argmax``);
 - percentages for accuracy, macro-F1 and every calibration error; NLL and Brier plain;
 - equal-width bins over [0, 1]: bin b is ``(lo_b, hi_b]`` (lower edge exclusive, upper edge inclusive), a
   confidence of exactly 0 falls in the first bin and a confidence of exactly 1.0 in the last one. Nothing is
-  dropped: the official TCPT code loses conf = 0 and the DAC code loses conf = 1.0 (anchors.md §2.5).
+  dropped: the official TCPT code loses conf = 0 and the DAC code loses conf = 1.0 (docs/method_notes.md#metrics).
 
 Every binned metric goes through :func:`bin_indices`, so the edge rule lives in one place.
 """
@@ -264,7 +264,7 @@ def reliability_data(logits, labels, n_bins: int = 10) -> dict[str, np.ndarray]:
 
 
 def compute_metrics(logits, labels, n_bins: int = 10) -> dict[str, float]:
-    """Every metric of calibration.md §6 for scaled logits (N x C) and integer labels (N).
+    """Every metric of docs/method_notes.md#metrics for scaled logits (N x C) and integer labels (N).
 
     Returns ``accuracy``, ``macro_f1``, ``ece``, ``mce``, ``mce_weighted``, ``adaptive_ece``, ``classwise_ece``
     in percent and ``nll``, ``brier`` plain. Equal-width bins are ``(lo, hi]`` with confidence 0 in the first

@@ -1,4 +1,4 @@
-"""Post-hoc calibrators on saved predictions (numpy only; no model, no GPU) - calibration.md §4.
+"""Post-hoc calibrators on saved predictions (numpy only; no model, no GPU) (docs/method_notes.md#post-hoc-calibrators).
 
 All three keep the argmax of every sample: TS divides by one positive scalar, DAC multiplies each row by a
 positive factor, SaLS applies a positive affine map per row.
@@ -99,7 +99,8 @@ def _distances(a: np.ndarray, b: np.ndarray) -> np.ndarray:
 
 
 class DAC:
-    """Distance-aware calibration (anchors.md §2.1): per test class j, with the k nearest base classes,
+    """Distance-aware calibration (docs/method_notes.md#post-hoc-calibrators): per test class j, with the k nearest base
+    classes,
     ``s(j) = exp(-mean_k ||t_k - t_j||)`` on normalised features, ``gamma_j = s_ft(j) / s_zs(j)``; each sample's
     logits are multiplied by ``gamma`` of its predicted class (a per-sample temperature ``1/gamma``).
 

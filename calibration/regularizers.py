@@ -1,4 +1,5 @@
-"""Train-time calibration objectives selected by ``--calib NAME`` (calibration.md §2-3, architecture.md §3).
+"""Train-time calibration objectives selected by ``--calib NAME`` (docs/method_notes.md, "Calibration";
+docs/architecture.md §3).
 
 - ``tcpt`` (the paper): ``lambda_margin * L_margin + lambda_mom * L_mom``, added to the method's loss;
 - ``mbls``: margin-based label smoothing penalty, added to the method's CE;
@@ -6,8 +7,9 @@
 - ``penalty``: ZS-range penalty, added to the method's CE.
 
 Every term is computed in fp32 whatever the input dtype: the paper's fp16 forward underflows the covariance
-term to 0 (tcpt-reference.md §1.3) and the margin variance around x100-scaled logits is precision-sensitive.
-Nothing is detached except the zero-shot logits, which are a constant target (computed under no_grad anyway).
+term to 0 (docs/method_notes.md#tcpt-objective) and the margin variance around x100-scaled logits is
+precision-sensitive. Nothing is detached except the zero-shot logits, which are a constant target (computed under
+no_grad anyway).
 
 Config keys (``cfg.TRAINER.CALIB``; defaults = the official code, see :data:`CALIB_DEFAULTS`):
 NAME ("" = off), ALPHA, BETA, LAMBDA_MARGIN, LAMBDA_MOM, MBLS_ALPHA, MBLS_MARGIN, PENALTY_WEIGHT,
@@ -244,7 +246,8 @@ CALIB_WORDS: dict[str, tuple[str | None, ...]] = {
     DEFAULT_CALIB: (DEFAULT_CALIB,), "paper": (DEFAULT_CALIB,),
 }
 
-# Defaults of cfg.TRAINER.CALIB: the official code's literals (tcpt-reference.md §1.2-1.3, §5).
+# Defaults of cfg.TRAINER.CALIB: the official code's literals (docs/method_notes.md, "TCPT objective" and
+# "Train-time baselines").
 CALIB_DEFAULTS: dict[str, Any] = {
     "NAME": "",
     "ALPHA": 0.1,

@@ -1,4 +1,4 @@
-"""CLIP for prompt tuning, built by open_clip (DESIGN.md §4.2, docs/architecture.md §1).
+"""CLIP for prompt tuning, built by open_clip (docs/architecture.md §1).
 
     clip.load(name_or_path, device="cpu", precision="fp32") -> open_clip CLIP (eval mode)
     clip.tokenize(texts, context_length=77, truncate=False) -> LongTensor[N, 77]

@@ -1,5 +1,5 @@
-"""Prompt-aware CLIP towers (methods.md §1.4-1.5, docs/architecture.md §1): the one transformer loop every
-method uses. They hold references to the frozen CLIP submodules (no copies) and, given no prompts, compute
+"""Prompt-aware CLIP towers (docs/method_notes.md#prompted-encoders, docs/architecture.md §1): the one transformer loop
+every method uses. They hold references to the frozen CLIP submodules (no copies) and, given no prompts, compute
 exactly open_clip's `encode_text(ids)` / `encode_image(images)`.
 
 Deep prompts (IVLP, VPT-deep, MaPLe, PromptSRC): `deep_prompts[k]` is injected before block k+1 (k = 0..J-2);

@@ -1,5 +1,5 @@
 """`clip.load`: one entry point for OpenAI names, open_clip `ARCH:PRETRAINED` pairs, local files and named
-local backbones (DESIGN.md §4.2, docs/architecture.md §1).
+local backbones (docs/architecture.md §1).
 
 Local files are read in OpenAI's layout (the keys open_clip's CLIP also uses) and the architecture is inferred
 from the tensor shapes with OpenAI's conventions (QuickGELU, 64-dim heads); open_clip checkpoints of other

@@ -1,4 +1,4 @@
-"""OpenAI CLIP tokenisation (methods.md §1.2) on top of open_clip's BPE.
+"""OpenAI CLIP tokenisation (docs/method_notes.md#tokenisation) on top of open_clip's BPE.
 
 open_clip's own `tokenize` always truncates; OpenAI's raises on over-long text, which is what the reference
 methods rely on (a class name that does not fit must fail loudly), so the framing is done here.

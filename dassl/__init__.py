@@ -1,4 +1,4 @@
-"""Our own compact engine with the Dassl API (engine.md §7).
+"""Our own compact engine with the Dassl API (docs/engine_api.md#api-surface).
 
 Importing ``dassl`` loads nothing heavy; import the sub-packages you need
 (``dassl.config``, ``dassl.utils``, ``dassl.engine``, ...).

@@ -1,4 +1,4 @@
-"""``BenchmarkDataset``: the common pipeline of every dataset class (engine.md §4.1).
+"""``BenchmarkDataset``: the common pipeline of every dataset class (docs/engine_api.md#dataset-pipeline).
 
 root -> dataset folder -> full canonical split (``read_source``) -> few-shot subset (cached) -> base/new class
 split -> one existence check of the images the run uses -> Datum lists for ``DatasetBase``. A dataset class
@@ -39,7 +39,7 @@ class BenchmarkDataset(DatasetBase):
     source_files: tuple[str, ...] = ()  # split sources when there is no JSON (FGVC-Aircraft's txt files)
     expected: tuple[int, int, int, int] | None = None  # canonical train, val, test, classes
     layout: str = ""  # human description of the folder, for error messages
-    template: str = DEFAULT_TEMPLATE  # single zero-shot template (calibration.md §5), from TEMPLATES
+    template: str = DEFAULT_TEMPLATE  # single zero-shot template, from TEMPLATES (docs/method_notes.md)
     fewshot_val: bool = True  # draw min(K, 4) val images per class (ImageNet: no)
     val_is_test: bool = False  # ImageNet: val = test (CoOp)
     test_only: bool = False  # ImageNet variants: train_x = test = everything, no few-shot
@@ -64,7 +64,8 @@ class BenchmarkDataset(DatasetBase):
         path = root / cls.dataset_dir if cls.dataset_dir else root
         if not path.is_dir():
             raise MissingFileError(
-                f"{cls.__name__}: dataset folder {path} not found (expected {cls.layout or 'see protocol.md'}).\n"
+                f"{cls.__name__}: dataset folder {path} not found "
+                f"(expected {cls.layout or 'see docs/protocol_notes.md#datasets'}).\n"
                 f"Fix: {prepare_command(cls.__name__, root)}"
             )
         return path
@@ -78,7 +79,7 @@ class BenchmarkDataset(DatasetBase):
                 return d, path
         raise MissingFileError(
             f"{cls.__name__}: image folder {dataset_path / cls.image_dirs[0]} not found "
-            f"(expected {cls.layout or 'see protocol.md'}).\nFix: {cls.fix(dataset_path)}"
+            f"(expected {cls.layout or 'see docs/protocol_notes.md#datasets'}).\nFix: {cls.fix(dataset_path)}"
         )
 
     @classmethod
@@ -119,7 +120,7 @@ class BenchmarkDataset(DatasetBase):
         super().__init__(train_x=train_d, val=val_d, test=test_d)
 
     def select(self, cfg, source: Split) -> tuple[list[Item], list[Item], list[Item]]:
-        """Few-shot subset, then the base/new class split (engine.md §4.1 steps 3-5)."""
+        """Few-shot subset, then the base/new class split (docs/engine_api.md#dataset-pipeline, steps 2-3)."""
         subsample = cfg_get(cfg, "SUBSAMPLE_CLASSES")
         if self.test_only:
             (test,) = subsample_classes(source.test, subsample=subsample)

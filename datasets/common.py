@@ -23,7 +23,8 @@ from dassl.data.datasets.base_dataset import Datum
 SUBSAMPLE_CHOICES = ("all", "base", "new")
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".gif", ".webp")
 
-# calibration.md §5: the single frozen template per dataset (class names get "_" -> " " in the trainer).
+# docs/method_notes.md#frozen-target-templates: the single frozen template per dataset (class names get "_" -> " " in
+# the trainer).
 DEFAULT_TEMPLATE = "a photo of a {}."
 TEMPLATES: dict[str, str] = {
     "OxfordPets": "a photo of a {}, a type of pet.",
@@ -67,7 +68,7 @@ DATASET_DEFAULTS: dict[str, Any] = {"SUBSAMPLE_CLASSES": "all", "CACHE_DIR": "",
 def add_dataset_config(cfg) -> None:
     """Add the dataset keys of this package to a (non-frozen) config; called from train.py's extend_cfg.
 
-    DATASET.SUBSAMPLE_CLASSES: all | base | new (engine.md §4.1).
+    DATASET.SUBSAMPLE_CLASSES: all | base | new (docs/protocol_notes.md#class-split).
     DATASET.CACHE_DIR: few-shot caches go to <CACHE_DIR>/fewshot/ when set (empty = next to the data). Image
         listings and ImageFolder splits stay next to the data; all three fall back to CACHE_DIR, else
         $XDG_CACHE_HOME/calib-prompt, when the data folder is read-only.
@@ -232,8 +233,8 @@ def to_datums(items: Iterable[Item], image_path: str | os.PathLike) -> list:
 
 # ---------------------------------------------------------------------------------------- base/new split
 def subsample_classes(*splits, subsample: str = "all") -> list:
-    """engine.md §4.1: keep the base (first ceil(n/2) sorted labels of ``splits[0]``) or new (the rest)
-    classes, relabelled by position to 0..k-1, in every split. Works on Items and on Datum objects."""
+    """docs/protocol_notes.md#class-split: keep the base (first ceil(n/2) sorted labels of ``splits[0]``) or new (the
+    rest) classes, relabelled by position to 0..k-1, in every split. Works on Items and on Datum objects."""
     if subsample not in SUBSAMPLE_CHOICES:
         raise UserError(
             f"DATASET.SUBSAMPLE_CLASSES must be one of {', '.join(SUBSAMPLE_CHOICES)} (got {subsample!r})."

@@ -1,6 +1,6 @@
 """The few-shot subset: drawn the CoOp way, cached as verified JSON, or read from a Dassl pickle.
 
-Draw (protocol.md §1, engine.md §4.1): Python ``random`` (seeded by the run seed, nothing else drawing
+Draw (docs/protocol_notes.md#few-shot-sampling): Python ``random`` (seeded by the run seed, nothing else drawing
 before) samples K items per label in order of first appearance from train, then min(K, 4) from val, via the
 engine's ``DatasetBase.generate_fewshot_dataset``. The draw happens before the base/new class split, so one
 cache serves base, new and all.

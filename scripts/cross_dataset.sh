@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Cross-dataset transfer: train on all 1000 ImageNet classes (SHOTS shots), evaluate on the other 10 datasets.
-# Layout (engine.md §3.5): OUTPUT/imagenet/<Trainer>/<cfg>_<K>shots/seed<S> and
+# Layout (docs/protocol_notes.md#output-layout): OUTPUT/imagenet/<Trainer>/<cfg>_<K>shots/seed<S> and
 # OUTPUT/evaluation/<Trainer>/<cfg>_<K>shots/<dataset>/seed<S>; the method's cross-dataset config (the trainer class's sweep_cross_dataset_config; none = an error: set CFG).
 #
 # Usage: bash scripts/cross_dataset.sh METHOD

@@ -1,5 +1,5 @@
-"""Independent float64 numpy references for the calibration terms (calibration.md §2), written from the formulas and
-sharing no code with calibration.regularizers, so a test comparing against them can fail."""
+"""Independent float64 numpy references for the calibration terms (docs/method_notes.md#tcpt-objective), written from
+the formulas and sharing no code with calibration.regularizers, so a test comparing against them can fail."""
 from __future__ import annotations
 
 import numpy as np

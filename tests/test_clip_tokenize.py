@@ -19,7 +19,7 @@ def test_format_and_known_ids():
 
 
 def test_spec_token_counts():
-    # methods.md §1.2: punctuation splits off, '_' splits, each X is one token
+    # docs/method_notes.md#tokenisation: punctuation splits off, '_' splits, each X is one token
     assert clip.tokenize("a type of pet, a photo of a").argmax(-1).item() == 1 + 9
     assert clip.tokenize("basset_hound").argmax(-1).item() == 1 + 4
     x = clip.tokenize("X X X X")[0]

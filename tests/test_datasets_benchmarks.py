@@ -23,7 +23,7 @@ from datasets.testing import make_cfg, synthetic_split, touch_files, write_split
 
 SPLITS = Path(os.environ.get("CALIB_SPLITS_DIR") or Path(__file__).resolve().parents[2] / "shared" / "data" / "splits")
 
-# protocol.md §2 / engine.md §4.1: train, val, test, classes, base, new
+# docs/protocol_notes.md#datasets: train, val, test, classes, base, new
 REAL = {
     "Caltech101": (4128, 1649, 2465, 100, 50, 50),
     "OxfordPets": (2944, 736, 3669, 37, 19, 18),

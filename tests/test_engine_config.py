@@ -1,4 +1,5 @@
-"""dassl.config: the default tree and the yacs merge/type rules the configs rely on (engine.md §2.3)."""
+"""dassl.config: the default tree and the yacs merge/type rules the configs rely on
+(docs/engine_api.md#yacs-type-rules)."""
 import pytest
 from yacs.config import CfgNode as CN
 

@@ -11,7 +11,7 @@ from dassl.config import get_cfg_default
 from dassl.evaluation import EVALUATOR_REGISTRY, Classification, build_evaluator
 import dassl.evaluation.evaluator as evaluator_module
 
-# parse_test_res.py's regex (engine.md §3.6)
+# parse_test_res.py's regex (docs/engine_api.md#evaluation-and-log-lines)
 def parse(keyword, text):
     return [float(m) for m in re.findall(rf"\* {keyword}: ([\.\deE+-]+)%", text)]
 

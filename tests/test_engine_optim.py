@@ -1,4 +1,5 @@
-"""dassl.optim: the per-epoch lr trajectory of the prompt configs (engine.md §1.4) and its resume."""
+"""dassl.optim: the per-epoch lr trajectory of the prompt configs
+(docs/engine_api.md#optimiser-and-learning-rate-schedule) and its resume."""
 import math
 import warnings
 
@@ -11,7 +12,8 @@ from dassl.metrics import compute_accuracy
 from dassl.optim import build_lr_scheduler, build_optimizer
 from dassl.utils import load_checkpoint, resume_from_checkpoint, save_checkpoint
 
-MAPLE_LRS = [1e-5, 3.5e-3, 3.16578e-3, 2.29078e-3, 1.20922e-3]  # engine.md §1.4, LR 0.0035, 5 epochs
+# MaPLe's LR 0.0035 over 5 epochs (docs/engine_api.md#optimiser-and-learning-rate-schedule)
+MAPLE_LRS = [1e-5, 3.5e-3, 3.16578e-3, 2.29078e-3, 1.20922e-3]
 
 
 def maple_optim_cfg(**overrides):

@@ -421,7 +421,8 @@ def test_frozen_target_switch(name, own, data_root, tmp_path):
     cfg.defrost()
     cfg.DATASET.NAME = "DescribableTextures"
     trainer.cfg = cfg
-    assert trainer.frozen_target_templates() == ["{} texture."]  # calibration.md §5 (default)
+    # the default: the single-template table (docs/method_notes.md#frozen-target-templates)
+    assert trainer.frozen_target_templates() == ["{} texture."]
     cfg.TRAINER[NODES[name]].FROZEN_TARGET = "own"  # the TCPT code: the method's own table
     assert trainer.frozen_target_templates() == [own]
     cfg.TRAINER[NODES[name]].FROZEN_TARGET = "mine"

@@ -1,5 +1,5 @@
 """Bounded memory for many classes: at evaluation the text encoder sees at most TEST.TEXT_CHUNK prompts at a time
-(anchors.md §3 item 7), and chunking does not change the text features."""
+(docs/performance_text_chunk.md), and chunking does not change the text features."""
 from __future__ import annotations
 
 import contextlib

@@ -1,4 +1,4 @@
-"""No per-step recomputation of frozen things (methods.md §12.2, §13 item 9; tcpt-reference.md §7 item 8).
+"""No per-step recomputation of frozen things (docs/method_notes.md#what-is-computed-once).
 
 Counted with forward hooks on CoOp/tiny-vit: during N training steps the frozen image tower runs exactly N times
 (also with every --calib objective: the zero-shot logits reuse the step's image features), the text tower runs

@@ -1,4 +1,4 @@
-"""The precision policy (DESIGN §5, methods.md §1.7, anchors.md §3 item 8), on the CPU.
+"""The precision policy (docs/method_notes.md#precision), on the CPU.
 
 ``fp32``; ``amp`` = fp32 weights under bf16 autocast (fp16 + GradScaler on GPUs without bf16); ``bf16`` = bf16
 frozen towers. In each: the same named method and --calib terms, values within a stated tolerance of fp32, the

@@ -1,5 +1,5 @@
-"""Prompt assembly (methods.md §1.3, §3): the context overwrites positions 1..M; ``middle`` and ``front`` move the
-class-name tokens, keep the length and the EOT position, and are built by one gather."""
+"""Prompt assembly (docs/method_notes.md#prompt-assembly, #coop): the context overwrites positions 1..M; ``middle`` and
+``front`` move the class-name tokens, keep the length and the EOT position, and are built by one gather."""
 import pytest
 import torch
 

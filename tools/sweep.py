@@ -61,7 +61,7 @@ class SweepError(Exception):
 @dataclass(frozen=True)
 class Method:
     trainer: str   # registered trainer name (configs/trainers/<trainer>/)
-    config: str    # the base-to-novel config the paper's runs used (protocol.md §3)
+    config: str    # the base-to-novel config the paper's runs used (docs/method_notes.md#reference-settings)
     #: the config of the ImageNet training run shared by cross_dataset and domain_generalization, and the config of
     #: all-class few_shot; None = the method's reference code publishes no recipe for that protocol, and the sweep
     #: stops with one error instead of guessing (CFG=<name> runs it with a config of the user's choosing). Where
@@ -478,7 +478,8 @@ class Planner:
 
     # ---------------------------------------------------------------------------------------- protocols
     def base2novel(self, datasets: Sequence[str]) -> list[Unit]:
-        """protocol.md §1: train on the base classes, evaluate the same prompts on the new classes."""
+        """docs/protocol_notes.md#base-to-novel: train on the base classes, evaluate the same prompts on the new
+        classes."""
         shots = self.shots([self.s.single_shots()])[0]
         config = self.config()
         units = []
@@ -498,8 +499,8 @@ class Planner:
         return units
 
     def transfer(self, targets: Sequence[str]) -> list[Unit]:
-        """Cross-dataset / domain generalization (engine.md §3.5): prompts trained on all ImageNet classes,
-        evaluated on the targets; the ImageNet run is shared by both protocols."""
+        """Cross-dataset / domain generalization (docs/protocol_notes.md#cross-dataset): prompts trained on all ImageNet
+        classes, evaluated on the targets; the ImageNet run is shared by both protocols."""
         shots = self.shots([self.s.single_shots()])[0]
         config = self.config("cross_dataset")
         units = []

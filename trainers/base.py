@@ -48,7 +48,8 @@ class NonFiniteLossError(UserError):
 
 @dataclass
 class PromptOutput:
-    """The one structured output of every method's forward (DESIGN §4.3)."""
+    """The one structured output of every method's forward
+    (docs/method_notes.md#what-each-method-gives-the-shared-step)."""
 
     logits: torch.Tensor                       # B×C, scaled by s = exp(logit_scale)
     text_features: torch.Tensor | None = None  # normalised, C×E (B×C×E for instance-conditional methods)

@@ -1,4 +1,5 @@
-"""``--calib`` for a trainer that is not a ``PromptTrainer``: a ported CoOp-family ``TrainerX`` file (methods.md).
+"""``--calib`` for a trainer that is not a ``PromptTrainer``: a ported CoOp-family ``TrainerX`` file
+(docs/method_notes.md).
 
 Three changes to such a file (docs/adding_a_method.md, "Porting a CoOp-family trainer"):
 

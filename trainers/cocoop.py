@@ -1,4 +1,4 @@
-"""CoCoOp (methods.md §4): CoOp's context plus an image-conditioned bias from a small meta-net.
+"""CoCoOp (docs/method_notes.md#cocoop): CoOp's context plus an image-conditioned bias from a small meta-net.
 
 Each image gets its own context ``ctx + meta_net(f_i)`` (the same bias on every context token), so its own class
 text features: ``text_features`` is B×C×E and the model sets ``text_per_image`` so evaluation computes them per

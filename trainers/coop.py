@@ -1,4 +1,4 @@
-"""CoOp (methods.md §3): learnable context vectors in front of (or around) the class tokens."""
+"""CoOp (docs/method_notes.md#coop): learnable context vectors in front of (or around) the class tokens."""
 from __future__ import annotations
 
 import torch
@@ -45,7 +45,7 @@ class CoOp(PromptTrainer):
     model_class = CoOpModel
     cfg_node = "COOP"
     sweep_config = "vit_b16_ep50"  # the config tools/sweep.py runs (the paper's base-to-novel one)
-    # CoOp's ImageNet recipe is *_ep50 (16 random ctx, 50 epochs; methods.md §3), the config of its domain-
+    # CoOp's ImageNet recipe is *_ep50 (16 random ctx, 50 epochs; docs/method_notes.md#coop), the config of its domain-
     # generalisation runs and of TCPT's base-to-novel runs. Few-shot: CoOp's main.sh takes the config per K
     # (50/100/200 epochs for 1/2-4/8-16 shots off ImageNet); we ship the 50-epoch one (OPTS="OPTIM.MAX_EPOCH 200").
     sweep_cross_dataset_config = "vit_b16_ep50"

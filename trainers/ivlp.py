@@ -1,4 +1,5 @@
-"""IVLP (methods.md §8): independent deep prompts in the text tower and in the vision tower.
+"""IVLP (docs/method_notes.md#ivlp-and-language-only): independent deep prompts in the text tower and in the vision
+tower.
 
 The language-only variant ("deep language prompting") is IVLP with ``PROMPT_DEPTH_VISION 0``. The pieces here are
 shared by import: :class:`IVLPModel` is PromptSRC's prompted model (§11), :class:`VisionPrompts` is VPT's (§9), and
@@ -44,7 +45,8 @@ def require_vit(image_encoder, method: str, cfg) -> None:
 
 
 def text_context(text_encoder, classnames, n_ctx: int, ctx_init, key: str) -> tuple[TextPrompts, nn.Parameter]:
-    """Prompt buffers and the layer-0 text context of MaPLe/IVLP/PromptSRC (methods.md §8).
+    """Prompt buffers and the layer-0 text context of MaPLe/IVLP/PromptSRC
+    (docs/method_notes.md#ivlp-and-language-only).
 
     With an init phrase and ``n_ctx <= 4`` the placeholder string is the whole phrase and the context starts as its
     first ``n_ctx`` token embeddings; the phrase's remaining tokens stay as fixed text ("a photo of a" with 2 ctx:

@@ -1,10 +1,10 @@
-"""KgCoOp (methods.md §5): CoOp plus a knowledge-guided term keeping the tuned class text features close to
-frozen CLIP's hand-crafted-template features.
+"""KgCoOp (docs/method_notes.md#kgcoop): CoOp plus a knowledge-guided term keeping the tuned class text features close
+to frozen CLIP's hand-crafted-template features.
 
 ``kg = W · (1 − mean_c cos(t_c, T0_c))`` over all C classes, W = 8.0, T0 from KgCoOp's own template table
 (:data:`KGCOOP_TEMPLATES`: the single-template table with DTD = "a photo of a {}, a type of texture."), computed
-once per class set. ``TRAINER.KGCOOP.LOSS tcpt_hybrid`` is the TCPT repository's "KgCoOp" instead (tcpt-reference.md
-§2.4): no kg term, ``0.1 · mean_{c≠c'} |cos(t_c, t_c')|`` over the class text features; with
+once per class set. ``TRAINER.KGCOOP.LOSS tcpt_hybrid`` is the TCPT repository's "KgCoOp" instead
+(docs/method_notes.md#kgcoop): no kg term, ``0.1 · mean_{c≠c'} |cos(t_c, t_c')|`` over the class text features; with
 ``TRAINER.KGCOOP.FROZEN_TARGET own`` F0 (--calib target, zero-shot logits) uses KgCoOp's table, as that code does.
 """
 from __future__ import annotations
@@ -32,8 +32,9 @@ def kgcoop_template(dataset_name: str) -> str:
 
 
 def own_frozen_target(cfg, node_name: str) -> bool:
-    """``TRAINER.<node>.FROZEN_TARGET``: "dataset" = F0 from the single-template table (calibration.md §5, our
-    default); "own" = F0 from the method's own template table, as the TCPT code's KgCoOp and ProGrad do."""
+    """``TRAINER.<node>.FROZEN_TARGET``: "dataset" = F0 from the single-template table
+    (docs/method_notes.md#frozen-target-templates, our default); "own" = F0 from the method's own template table, as the
+    TCPT code's KgCoOp and ProGrad do."""
     value = str(cfg.TRAINER[node_name].FROZEN_TARGET).lower()
     if value not in FROZEN_TARGETS:
         raise UserError(f"TRAINER.{node_name}.FROZEN_TARGET = {value!r} is not one of {', '.join(FROZEN_TARGETS)}")

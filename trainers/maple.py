@@ -1,5 +1,5 @@
-"""MaPLe (methods.md §10): coupled vision-language prompts. The text prompts of layers 0..J-1 are learnable; the
-vision prompts are their projections (``proj`` for layer 0, one Linear per deeper layer), Dt -> Dv (512 -> 768 on
+"""MaPLe (docs/method_notes.md#maple): coupled vision-language prompts. The text prompts of layers 0..J-1 are learnable;
+the vision prompts are their projections (``proj`` for layer 0, one Linear per deeper layer), Dt -> Dv (512 -> 768 on
 ViT-B/16), so both towers' gradients reach the text prompts."""
 from __future__ import annotations
 

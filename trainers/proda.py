@@ -1,4 +1,4 @@
-"""ProDA (methods.md §7, the DAC repository's implementation): a distribution over K generic prompts.
+"""ProDA (docs/method_notes.md#proda, the DAC repository's implementation): a distribution over K generic prompts.
 
 K learnable contexts with mixed class-token positions (the first K/4 ``front``, the next K/4 ``middle``, the rest
 ``end``). Each step uses K_b of them (a fresh random permutation every ⌈K/K_b⌉ steps), treats each class's K_b text
@@ -74,8 +74,8 @@ def upper_bound_logits(logits: torch.Tensor, text: torch.Tensor, image_features:
 
 
 def use_raw_classnames(prompts: TextPrompts, text_encoder, classnames: list[str]) -> None:
-    """The reference's tokenisation (methods.md §7 pitfall 1): prompt tokens from the raw names (``_`` kept) while
-    the ``middle``/``front`` class-token counts stay those of the cleaned names."""
+    """The reference's tokenisation (docs/method_notes.md#proda, ``RAW_CLASSNAMES``): prompt tokens from the raw names
+    (``_`` kept) while the ``middle``/``front`` class-token counts stay those of the cleaned names."""
     placeholder = " ".join(["X"] * prompts.n_ctx)
     ids = clip.tokenize([f"{placeholder} {name}." for name in classnames]).to(prompts.ids.device)
     with torch.no_grad():

@@ -1,5 +1,5 @@
-"""ProGrad (methods.md §6): CoOp prompts updated only along directions that do not conflict with the zero-shot
-teacher's.
+"""ProGrad (docs/method_notes.md#prograd): CoOp prompts updated only along directions that do not conflict with the
+zero-shot teacher's.
 
 The teacher is frozen zero-shot CLIP with ProGrad's own templates (:data:`PROGRAD_TEMPLATES`), ``z0 = s·f T0ᵀ``,
 where f are the student's image features (the image tower is the same frozen one, so no second pass) and T0 is
@@ -7,7 +7,7 @@ computed once per class set. ``L_kl = mean_i Σ_j −softmax(z0_i/T)_j log softm
 ``g_kl``; the primary loss (CE, plus the ``--calib`` terms by default) gives ``g``. Per parameter tensor, where
 ``g·g_kl < 0``, ``λ`` times the component of g along ``g_kl`` is removed (:func:`project_conflicting`); L_kl itself
 is never added. ``TRAINER.PROGRAD.PROJECTION False`` is the TCPT repository's KD-only variant: plain
-``CE + L_kl`` (tcpt-reference.md §2.5). T = ``LOSS.T``, λ = ``LOSS.LAMBDA``.
+``CE + L_kl`` (docs/method_notes.md#prograd). T = ``LOSS.T``, λ = ``LOSS.LAMBDA``.
 """
 from __future__ import annotations
 

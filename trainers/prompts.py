@@ -1,4 +1,4 @@
-"""Text-prompt assembly shared by every text-prompt method (methods.md §1.3).
+"""Text-prompt assembly shared by every text-prompt method (docs/method_notes.md#prompt-assembly).
 
 One class, :class:`TextPrompts`, holds what depends on the class names — the frozen embeddings of the placeholder
 strings split into a SOS prefix and a suffix, the EOT positions, the class-name token counts — and assembles

@@ -1,4 +1,5 @@
-"""PromptSRC (methods.md §11): IVLP prompts regulated by the frozen model, plus Gaussian prompt aggregation.
+"""PromptSRC (docs/method_notes.md#promptsrc): IVLP prompts regulated by the frozen model, plus Gaussian prompt
+aggregation.
 
 Training adds three self-consistency terms to CE, against frozen references:
 ``scl_text`` (L1 of the tuned class features to ``fixed_embeddings``, the template-mean frozen features),
@@ -178,8 +179,9 @@ class PromptSRC(PromptTrainer):
         self.gpa = PromptAggregator(tensors, fp32=scope == "learnable")
 
     def after_epoch(self):
-        """GPA after the epoch's last optimiser step and before its checkpoint (engine.md §3.2): accumulate, and at
-        the last epoch swap the aggregate in, so the epoch-E checkpoint and the final test use it."""
+        """GPA after the epoch's last optimiser step and before its checkpoint
+        (docs/engine_api.md#when-testing-happens): accumulate, and at the last epoch swap the aggregate in, so the
+        epoch-E checkpoint and the final test use it."""
         self.gpa.add(self.gpa_weights[self.epoch])
         if self.epoch + 1 == self.max_epoch:
             self.gpa.load()

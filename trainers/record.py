@@ -1,4 +1,4 @@
-"""The run record (DESIGN §4.5): ``results.json`` and ``predictions.npz`` written atomically.
+"""The run record (docs/architecture.md §4): ``results.json`` and ``predictions.npz`` written atomically.
 
 ``results.json`` is written last, so its presence means the run is complete (sweeps skip such runs when its
 ``run.identity`` is current, trainers/identity.py); a rerun moves the previous record aside first, once it is

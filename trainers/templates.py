@@ -1,6 +1,6 @@
 """Frozen-CLIP text: the templates and the zero-shot class features computed from them.
 
-The single hand-written template per dataset (calibration.md §5) lives with the datasets
+The single hand-written template per dataset (docs/method_notes.md#frozen-target-templates) lives with the datasets
 (``datasets.common.TEMPLATES``); this module turns templates into normalised frozen text features, once per class
 set, in chunks so 1000 ImageNet classes × 80 templates stay within memory.
 """
@@ -34,7 +34,8 @@ IMAGENET_TEMPLATES_SELECT = [
 
 
 def dataset_template(dataset_name: str) -> str:
-    """The single zero-shot template of a dataset (calibration.md §5); "a photo of a {}." when not listed."""
+    """The single zero-shot template of a dataset (docs/method_notes.md#frozen-target-templates); "a photo of a {}."
+    when not listed."""
     try:
         from datasets.common import get_template
     except ImportError:  # datasets package absent: fall back to the generic template

@@ -1,8 +1,8 @@
-"""VPT-deep as the MaPLe repository implements it (methods.md §9): deep visual prompts only, against the fixed
-text classifier "a photo of a {class}." computed once per class set.
+"""VPT-deep as the MaPLe repository implements it (docs/method_notes.md#vpt-deep): deep visual prompts only, against the
+fixed text classifier "a photo of a {class}." computed once per class set.
 
 The text features are constant, so with ``--calib`` the moment-matching term is a constant (no gradient) and only
-the margin term acts; that is expected (methods.md §12.3).
+the margin term acts; that is expected (docs/method_notes.md#what-each-method-gives-the-shared-step).
 """
 from __future__ import annotations
 

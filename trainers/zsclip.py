@@ -1,4 +1,5 @@
-"""Zero-shot CLIP (methods.md §2): frozen CLIP with the dataset's single template, or a template ensemble."""
+"""Zero-shot CLIP (docs/method_notes.md#zeroshotclip): frozen CLIP with the dataset's single template, or a template
+ensemble."""
 from __future__ import annotations
 
 import torch

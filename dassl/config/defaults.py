@@ -1,4 +1,4 @@
-"""Default config tree (engine.md §2.1) plus our additions (marked "ours")."""
+"""Default config tree (docs/engine_api.md#default-tree) plus our additions (marked "ours")."""
 from yacs.config import CfgNode as CN
 
 _C = CN()

@@ -119,7 +119,7 @@ def build_data_loader(cfg, sampler_type: str = "SequentialSampler", data_source=
     """DataLoader over ``dataset_wrapper(cfg, data_source, tfm, is_train)``.
 
     Training drops the last incomplete batch whenever len(data_source) >= batch_size, so an epoch
-    has floor(N / batch_size) batches (engine.md §6.13).
+    has floor(N / batch_size) batches (docs/engine_api.md#data).
     """
     if not data_source:
         raise UserError("Cannot build a data loader over an empty split; check DATASET.NAME, DATASET.ROOT "

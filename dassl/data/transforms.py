@@ -1,4 +1,4 @@
-"""build_transform with Dassl >= 0.5.0 semantics (engine.md §5).
+"""build_transform with Dassl >= 0.5.0 semantics (docs/engine_api.md#transforms).
 
 Train: [resize to SIZE unless a random crop is chosen] -> chosen augmentations -> ToTensor -> [Normalize].
 Test: resize the smaller edge to max(SIZE) -> center crop SIZE -> ToTensor -> [Normalize].

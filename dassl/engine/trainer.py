@@ -1,6 +1,8 @@
-"""TrainerBase -> SimpleTrainer -> TrainerX: the inherited trainer contract of engine.md §1.1.1.
+"""TrainerBase -> SimpleTrainer -> TrainerX: the inherited trainer contract of
+docs/engine_api.md#trainer-contract.
 
-Differences from Dassl (engine.md §6): schedulers are never stepped automatically (trainers call
+Differences from Dassl (docs/engine_api.md#dassl-behaviours-we-fix): schedulers are never stepped automatically
+(trainers call
 ``update_lr()`` at the last batch); base ``load_model`` is non-strict, drops class-count-dependent
 token buffers and tolerates ``val_result=None``; tensorboard is optional; ``test()`` runs its loop
 through the overridable hook ``run_evaluation``; checkpoint contents come from the hook

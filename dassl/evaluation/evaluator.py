@@ -1,7 +1,7 @@
 """Classification evaluator: accuracy plus calibration metrics, printed in Dassl's block format.
 
 The printed block keeps the ``* key: value%`` lines that parse_test_res-style parsers read
-(engine.md §3.6), with two decimals, and adds the calibration lines (§3.7 recommendation).
+(docs/engine_api.md#evaluation-and-log-lines), with two decimals, and adds the calibration lines in the same form.
 """
 from __future__ import annotations
 

@@ -1,7 +1,7 @@
 """build_lr_scheduler with warmup wrappers that work on modern torch and resume correctly.
 
-Fixes of Dassl's wrappers (engine.md §6.1-6.3): no ``verbose`` argument; ``state_dict()`` holds
-the successor's state dict (plain data, loadable with ``weights_only=True``) instead of a pickled
+Fixes of Dassl's wrappers (docs/engine_api.md#dassl-behaviours-we-fix, items 1-3): no ``verbose`` argument;
+``state_dict()`` holds the successor's state dict (plain data, loadable with ``weights_only=True``) instead of a pickled
 scheduler object; ``load_state_dict()`` loads into the live successor (bound to the live optimizer),
 accepts Dassl's old format, and writes the restored lr into the optimizer.
 """

@@ -1,6 +1,6 @@
 """Tee of stdout into OUTPUT_DIR/log.txt (Dassl's setup_logger, without its pitfalls).
 
-Differences from Dassl (engine.md §6.11): an existing log.txt is moved aside to
+Differences from Dassl (docs/engine_api.md#dassl-behaviours-we-fix, item 7): an existing log.txt is moved aside to
 ``log.txt-<timestamp of its last write>`` and the new run writes a fresh ``log.txt``, so log
 parsers always read the latest run; the Logger never closes the real console. stderr (tqdm,
 warnings) is not captured.

@@ -72,8 +72,9 @@ def save_checkpoint(state: dict, save_dir: str, is_best: bool = False, remove_mo
 def load_checkpoint(fpath: str) -> dict:
     """Load a checkpoint saved by this engine or by Dassl.
 
-    ``weights_only=False``: Dassl checkpoints pickle a scheduler object (engine.md §6.2). Python-2
-    era pickles are retried with latin1 decoding. A checkpoint that records a ``sha256`` must match it.
+    ``weights_only=False``: Dassl checkpoints pickle a scheduler object (docs/engine_api.md#dassl-behaviours-we-fix,
+    item 2). Python-2 era pickles are retried with latin1 decoding. A checkpoint that records a ``sha256`` must match
+    it.
     """
     if fpath is None:
         raise ValueError("File path is None")

@@ -1,7 +1,7 @@
 """Datum and DatasetBase (Dassl's base_dataset).
 
 This module path must stay ``dassl.data.datasets.base_dataset``: few-shot caches and ImageNet's
-``preprocessed.pkl`` written by CoOp-family repos pickle ``Datum`` under it (engine.md §1.7).
+``preprocessed.pkl`` written by CoOp-family repos pickle ``Datum`` under it (docs/engine_api.md#datum-and-pickles).
 """
 from __future__ import annotations
 
