@@ -19,6 +19,7 @@ import traceback
 import torch
 from yacs.config import CfgNode as CN
 
+from calibration.regularizers import CALIB_NAMES, DEFAULT_CALIB, resolve_calib_name
 from common.atomic import atomic_write_text
 from common.errors import UserError
 from common.suggest import did_you_mean
@@ -154,8 +155,6 @@ def setup_cfg(args) -> CN:
         cfg.merge_from_list(args.opts)
     except (KeyError, AssertionError, ValueError, TypeError) as exc:
         raise _cfg_error(exc, "command-line option", cfg) from None
-    from calibration.regularizers import resolve_calib_name
-
     cfg.TRAINER.CALIB.NAME = resolve_calib_name(cfg.TRAINER.CALIB.NAME)
     cfg.freeze()
     return cfg
@@ -270,9 +269,10 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--model-dir", type=str, default="", help="load model from this directory for eval-only mode")
     parser.add_argument("--load-epoch", type=int, help="load model weights at this epoch for evaluation")
     parser.add_argument("--no-train", action="store_true", help="do not call trainer.train()")
-    parser.add_argument("--calib", nargs="?", const="tcpt", default=None, metavar="NAME",
-                        help="calibration objective: bare --calib = the paper's method (tcpt); "
-                             "or mbls | zs_norm | penalty")
+    others = " | ".join(n for n in CALIB_NAMES if n != DEFAULT_CALIB)
+    parser.add_argument("--calib", nargs="?", const=DEFAULT_CALIB, default=None, metavar="NAME",
+                        help=f"calibration objective: bare --calib = the paper's method ({DEFAULT_CALIB}); "
+                             f"or {others}")
     parser.add_argument("--deterministic", action="store_true",
                         help="deterministic algorithms (identical results for identical commands)")
     parser.add_argument("--debug", action="store_true", help="show full tracebacks")
@@ -286,7 +286,7 @@ def parse_args(argv=None):
     # ``--calib DATASET.NUM_SHOTS 4``: the bare flag followed by opts; give the key back to the opts
     if args.calib is not None and KEY_RE.match(args.calib):
         args.opts = [args.calib] + list(args.opts or [])
-        args.calib = "tcpt"
+        args.calib = DEFAULT_CALIB
     args.opts = list(args.opts or [])
     return args
 
