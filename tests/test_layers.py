@@ -130,3 +130,28 @@ def test_import_contracts_hold():
     exe = shutil.which("lint-imports") or str(Path(sys.executable).with_name("lint-imports"))
     res = subprocess.run([exe, "--no-cache"], cwd=REPO, capture_output=True, text=True, timeout=120)
     assert res.returncode == 0, res.stdout[-4000:] + res.stderr[-2000:]
+
+
+def test_the_dassl_api_surface_stays_importable():
+    """What CoOp-family trainer files and train.py import from the engine (docs/engine_api.md#api-surface)."""
+    import importlib
+
+    surface = {
+        "dassl.engine": "TRAINER_REGISTRY build_trainer TrainerBase SimpleTrainer TrainerX",
+        "dassl.config": "get_cfg_default",
+        "dassl.utils": "Registry setup_logger set_random_seed collect_env_info mkdir_if_missing check_isfile read_json "
+                       "write_json listdir_nohidden read_image tolist_if_not check_availability AverageMeter "
+                       "MetricMeter save_checkpoint load_checkpoint resume_from_checkpoint load_pretrained_weights "
+                       "count_num_param",
+        "dassl.optim": "build_optimizer build_lr_scheduler",
+        "dassl.metrics": "compute_accuracy",
+        "dassl.data": "DataManager DatasetWrapper build_data_loader",
+        "dassl.data.transforms": "build_transform INTERPOLATION_MODES",
+        "dassl.data.samplers": "build_sampler",
+        "dassl.data.datasets": "DATASET_REGISTRY build_dataset Datum DatasetBase",
+        "dassl.data.datasets.base_dataset": "Datum",
+        "dassl.evaluation": "EVALUATOR_REGISTRY build_evaluator EvaluatorBase Classification",
+    }
+    missing = [f"{mod}.{name}" for mod, names in surface.items() for name in names.split()
+               if not hasattr(importlib.import_module(mod), name)]
+    assert not missing, missing
