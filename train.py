@@ -29,7 +29,7 @@ def extend_cfg(cfg: CN) -> None:
     """Add every node our trainers, datasets and calibration read (all nodes exist in every run)."""
     import trainers  # noqa: F401  (registers every method)
     from calibration.regularizers import add_calib_config
-    from dassl.engine import TRAINER_REGISTRY
+    from trainers.plugins import config_classes
 
     try:
         from datasets.common import add_dataset_config
@@ -40,8 +40,7 @@ def extend_cfg(cfg: CN) -> None:
     if "SUBSAMPLE_CLASSES" not in cfg.DATASET:
         cfg.DATASET.SUBSAMPLE_CLASSES = "all"
     add_calib_config(cfg)
-    for name in TRAINER_REGISTRY.registered_names():
-        cls = TRAINER_REGISTRY.get(name)
+    for cls in config_classes():  # a built-in a --trainer-file replaces keeps its section (the file reads it)
         node, defaults = getattr(cls, "cfg_node", None), getattr(cls, "cfg_defaults", None)
         if not node or defaults is None:
             continue
@@ -200,6 +199,7 @@ def main(args) -> None:
     elif torch.cuda.is_available() and cfg.USE_CUDA:
         torch.backends.cudnn.benchmark = True
 
+    created = _missing_dirs(cfg.OUTPUT_DIR)
     try:
         os.makedirs(cfg.OUTPUT_DIR, exist_ok=True)
     except OSError as exc:
@@ -207,12 +207,47 @@ def main(args) -> None:
                         f"{exc.strerror or exc}") from None
     from dassl.utils import run_lock
 
-    lock = run_lock.acquire(cfg.OUTPUT_DIR)  # one writer per folder (dassl/utils/run_lock.py)
+    lock_file = os.path.join(cfg.OUTPUT_DIR, run_lock.LOCK_FILE)
+    new_lock = not os.path.exists(lock_file)
+    try:
+        lock = run_lock.acquire(cfg.OUTPUT_DIR)  # one writer per folder (dassl/utils/run_lock.py)
+    except UserError:
+        _remove_empty(created)
+        raise
     try:
         _run(args, cfg)
+    except BaseException:
+        if new_lock and os.listdir(cfg.OUTPUT_DIR) == [run_lock.LOCK_FILE]:  # refused before it started
+            os.unlink(lock_file)
+            if lock is not None:
+                lock.release()
+                lock = None
+            _remove_empty(created)
+        raise
     finally:
         if lock is not None:
             lock.release()
+
+
+def _missing_dirs(path: str) -> list[str]:
+    """The folders ``os.makedirs(path)`` would create, deepest first."""
+    out, path = [], os.path.abspath(path)
+    while path and not os.path.exists(path):
+        out.append(path)
+        parent = os.path.dirname(path)
+        if parent == path:
+            break
+        path = parent
+    return out
+
+
+def _remove_empty(dirs: list[str]) -> None:
+    """Remove the folders this run created when they are still empty: a refused run leaves nothing behind."""
+    for d in dirs:
+        try:
+            os.rmdir(d)
+        except OSError:
+            return
 
 
 def _run(args, cfg) -> None:
@@ -237,11 +272,13 @@ def _run(args, cfg) -> None:
     print()
 
     from dassl.engine import build_trainer
+    from trainers import plugins
 
-    trainer = build_trainer(cfg)
+    with plugins.build_precision(cfg):  # clip.build_model of a ported file follows the built-ins' CPU rule
+        trainer = build_trainer(cfg)
     stale_checkpoints = []
     if args.eval_only:
-        trainer.load_model(args.model_dir, epoch=args.load_epoch)
+        plugins.load_model(trainer, args.model_dir, args.load_epoch)
     trainer.identity = identity.identity(cfg, getattr(trainer.dm.dataset, "split_sha256", None),
                                          getattr(trainer, "_loaded_identity", None), args.opts)
     if not args.eval_only and not args.no_train and hasattr(trainer, "resume_plan"):
