@@ -141,9 +141,11 @@ if not any(isinstance(f, _SiblingFinder) for f in sys.meta_path):
 
 
 def _add_sibling_dir(folder: Path) -> None:
-    folder = folder.resolve()
-    if folder != PACKAGE and folder not in _SIBLING_DIRS:
-        _SIBLING_DIRS.append(folder)
+    folder = folder.resolve()  # the latest first: a file being imported finds its own helpers first
+    if folder != PACKAGE:
+        if folder in _SIBLING_DIRS:
+            _SIBLING_DIRS.remove(folder)
+        _SIBLING_DIRS.insert(0, folder)
 
 
 # ----------------------------------------------------------------------------------------------- registration
