@@ -238,6 +238,12 @@ def test_a_syntax_error_names_the_file_and_line(tmp_path, fresh_registry, capsys
     shutil.copy(bad, other)
     fresh_registry.import_file(other, strict=False)  # a drop-in folder's file: a warning naming file and line
     assert f"at {other}:3" in capsys.readouterr().err
+    deep = tmp_path / "deep_error.py"  # raised inside a library: the file's own line first
+    deep.write_text("import json\n\nSETTINGS = json.loads('{')\n")
+    assert train.cli(["--trainer-file", str(deep), "--trainer", "CoOp"]) == 1
+    err = capsys.readouterr().err
+    assert f"JSONDecodeError: Expecting property name enclosed in double quotes: line 1 column 2 (char 1) at " \
+           f"{deep}:3 (raised in decoder.py:" in err
 
 
 def test_a_refused_run_leaves_no_folder_behind(data_root, tmp_path, clip_cache, capsys):

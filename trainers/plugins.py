@@ -71,14 +71,22 @@ def _where(cls) -> str:
     return display_path(file) + (" (built-in)" if builtin else "")
 
 
-def _describe(exc: BaseException) -> str:
-    if isinstance(exc, SyntaxError):  # raised by the compiler: the traceback ends inside importlib, not the file
+def _describe(exc: BaseException, file: Path | None = None) -> str:
+    """``Type: message at file:line``: for a SyntaxError the compiler's position (its traceback ends inside
+    importlib), otherwise the last line of ``file`` on the traceback (the innermost frame when ``file`` is absent
+    from it, with the file's own line before it when there is one)."""
+    if isinstance(exc, SyntaxError):
         line = f": {exc.text.strip()}" if exc.text and exc.text.strip() else ""
         return f"{type(exc).__name__}: {exc.msg} at {exc.filename}:{exc.lineno}{line}"
     where = ""
     tb = traceback.extract_tb(exc.__traceback__)
     if tb:
         where = f" at {Path(tb[-1].filename).name}:{tb[-1].lineno}"
+        own = [f for f in tb if file is not None and Path(f.filename).resolve() == file]
+        if own and own[-1] is not tb[-1]:
+            where = f" at {file}:{own[-1].lineno} (raised in {Path(tb[-1].filename).name}:{tb[-1].lineno})"
+        elif own:
+            where = f" at {file}:{own[-1].lineno}"
     return f"{type(exc).__name__}: {exc}{where}"
 
 
@@ -285,7 +293,7 @@ def _exec_file(file: Path, strict: bool):
         _MODULES.pop(key, None)
         if isinstance(exc, _TwoFiles):
             raise
-        raise UserError(f"trainer file {file} failed to import: {_describe(exc)}") from exc
+        raise UserError(f"trainer file {file} failed to import: {_describe(exc, file)}") from exc
     return module
 
 
