@@ -168,7 +168,7 @@ def test_paper_file_with_helper_module_and_design_details(data_root, tmp_path, c
     assert "Note: clip.build_model: fp32 weights on the CPU" in (out / "log.txt").read_text()
 
 
-def test_helper_modules_count_in_the_identity_and_never_shadow_ours(tmp_path, fresh_registry):
+def test_helper_modules_count_in_the_identity_and_never_shadow_ours(tmp_path, fresh_registry, capsys):
     from trainers import identity, templates
 
     plugins = fresh_registry
@@ -182,6 +182,15 @@ def test_helper_modules_count_in_the_identity_and_never_shadow_ours(tmp_path, fr
     first = identity.trainer_source_sha256("CoOp")
     (folder / "regularizers.py").write_text((folder / "regularizers.py").read_text() + "\n# an edit\n")
     assert identity.trainer_source_sha256("CoOp") not in (None, first)
+    second = tmp_path / "second"  # another folder with a helper of the same name: said, not silently swapped
+    second.mkdir()
+    (second / "regularizers.py").write_text("X = 2\n")
+    (second / "mine.py").write_text("from trainers.regularizers import margin_terms\nfrom dassl.engine import "
+                                    "TRAINER_REGISTRY\nfrom trainers.coop import CoOp\n\n\n@TRAINER_REGISTRY."
+                                    "register()\nclass SecondCoOp(CoOp):\n    pass\n")
+    assert plugins.import_file(second / "mine.py") == ["SecondCoOp"]
+    assert f"trainers.regularizers is already imported from {folder / 'regularizers.py'}, so " \
+           f"{second / 'mine.py'} gets that module, not {second / 'regularizers.py'}" in capsys.readouterr().err
 
 
 def test_one_precision_rule_for_built_in_and_ported_trainers(data_root, tmp_path, clip_cache, fresh_registry,

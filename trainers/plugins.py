@@ -246,6 +246,7 @@ def import_file(path: str | os.PathLike, strict: bool = True) -> list[str]:
                             f"pass the path of a Python file that registers a trainer with "
                             f"@TRAINER_REGISTRY.register()")
         _add_sibling_dir(file.parent)
+        _warn_taken_helpers(file)
         before = set(TRAINER_REGISTRY.registered_names())
         _exec_file(file, strict)
         names = _registered_by(before, file)
@@ -266,6 +267,18 @@ def import_file(path: str | os.PathLike, strict: bool = True) -> list[str]:
         return []
     _LOADED[key] = names
     return names
+
+
+def _warn_taken_helpers(file: Path) -> None:
+    """A module beside ``file`` whose name another drop-in folder's module already holds (one name, one module per
+    process): said, since ``file`` would silently get the other one."""
+    for sibling in sorted(file.parent.glob("*.py")):
+        held = sys.modules.get(f"{PACKAGE.name}.{sibling.stem}")
+        origin = Path(getattr(held, "__file__", None) or "").resolve() if held is not None else None
+        if origin is not None and origin.is_file() and origin.parent not in (PACKAGE, file.parent):
+            print(f"Warning: trainers.{sibling.stem} is already imported from {display_path(origin)}, so "
+                  f"{display_path(file)} gets that module, not {display_path(sibling)} beside it (one name is one "
+                  f"module per process): rename one of them", file=sys.stderr)
 
 
 class _NoTrainer(UserError):
