@@ -281,3 +281,25 @@ def test_a_method_zero_shot_classifier_ignores_the_calibration_switches():
     single = zeroshot_text_features(model, names, ["{} texture."])
     ensemble = zeroshot_text_features(model, names, frozen_templates("DescribableTextures", "ensemble"))
     assert torch.equal(own, single) and not torch.allclose(own, ensemble)
+
+
+def test_recorded_precision_is_what_ran():
+    """run.precision of a trainer that declares none: its weights' dtype; amp only for fp32 weights on a GPU under
+    PREC amp (on a CPU torch.cuda.amp.autocast does nothing: fp32 ran)."""
+    from types import SimpleNamespace
+
+    from yacs.config import CfgNode as CN
+
+    from trainers.plugins import ported_precision
+
+    def trainer(dtype, device, prec):
+        cfg = CN({"TRAINER": CN({"NAME": "Ported", "PORTED": CN({"PREC": prec})})})
+        return SimpleNamespace(cfg=cfg, device=torch.device(device),
+                               model=torch.nn.Sequential(torch.nn.Linear(4, 4), torch.nn.LayerNorm(4)).to(dtype))
+
+    assert ported_precision(trainer(torch.float16, "cpu", "fp16")) == "fp16"
+    assert ported_precision(trainer(torch.float32, "cpu", "fp16")) == "fp32"
+    assert ported_precision(trainer(torch.float32, "cpu", "amp")) == "fp32"
+    assert ported_precision(trainer(torch.float32, "cuda", "amp")) == "amp"
+    assert ported_precision(trainer(torch.bfloat16, "cuda", "amp")) == "bf16"
+    assert ported_precision(SimpleNamespace(cfg=None)) is None
