@@ -281,6 +281,14 @@ def test_a_method_zero_shot_classifier_ignores_the_calibration_switches():
     single = zeroshot_text_features(model, names, ["{} texture."])
     ensemble = zeroshot_text_features(model, names, frozen_templates("DescribableTextures", "ensemble"))
     assert torch.equal(own, single) and not torch.allclose(own, ensemble)
+    # ZeroshotCLIP's single-template classifier is that one, not F0 (an ensemble F0 leaves the baseline alone)
+    from dassl.config import get_cfg_default
+    from trainers.zsclip import ZeroshotModel
+
+    cfg = get_cfg_default()
+    train.extend_cfg(cfg)
+    cfg.DATASET.NAME, cfg.TRAINER.CALIB.FROZEN_TEMPLATES = "DescribableTextures", "ensemble"
+    assert torch.equal(ZeroshotModel(cfg, names, model, ensemble).encode_text(), single)
 
 
 def test_recorded_precision_is_what_ran():

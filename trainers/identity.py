@@ -185,7 +185,7 @@ def trainer_source_sha256(name: str) -> str | None:
     ``trainers.<name>`` (``trainers/contrib``, ``$CALIB_PROMPT_TRAINERS`` or ``--trainer-file``:
     trainers/plugins.py), when they lie outside the hashed code; None otherwise."""
     try:
-        from .plugins import sha256_files, trainer_source_files
+        from trainers.plugins import sha256_files, trainer_source_files
 
         files = [f for f in trainer_source_files(name) if f not in _code_file_set()]
     except Exception:  # not registered (train.py reports it) or defined interactively

@@ -454,9 +454,9 @@ def ported_precision(trainer) -> str | None:
         return None
     dtype = max(counts, key=counts.get)
     name = {torch.float16: "fp16", torch.bfloat16: "bf16", torch.float32: "fp32"}.get(dtype, str(dtype))
-    from .record import method_precision
-
-    declared = str(method_precision(trainer) or "").lower()
+    cfg = getattr(trainer, "cfg", None)  # TRAINER.<cfg_node or NAME>.PREC, the CoOp-family convention
+    node = cfg.TRAINER.get(getattr(trainer, "cfg_node", None) or str(cfg.TRAINER.NAME).upper()) if cfg else None
+    declared = str(node.get("PREC", "") if hasattr(node, "get") else "").lower()
     if name == "fp32" and declared == "amp" and getattr(trainer, "device", None) is not None \
             and trainer.device.type == "cuda":
         return "amp"

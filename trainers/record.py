@@ -95,13 +95,13 @@ def method_precision(trainer) -> str | None:
 
 def _ported_precision(trainer) -> str | None:
     """What a trainer that does not declare its precision ran in (its weights' dtype; trainers/plugins.py)."""
-    from .plugins import ported_precision
+    from trainers.plugins import ported_precision
 
     return ported_precision(trainer) or method_precision(trainer)
 
 
 def _trainer_file(name: str) -> dict | None:
-    from .plugins import trainer_file_record
+    from trainers.plugins import trainer_file_record
 
     return trainer_file_record(name)
 
