@@ -185,14 +185,14 @@ def trainer_source_sha256(name: str) -> str | None:
     ``trainers.<name>`` (``trainers/contrib``, ``$CALIB_PROMPT_TRAINERS`` or ``--trainer-file``:
     trainers/plugins.py), when they lie outside the hashed code; None otherwise."""
     try:
-        from trainers.plugins import sha256_files, trainer_source_files
+        from trainers.plugins import sha256_files, trainer_file, trainer_source_files
 
         files = [f for f in trainer_source_files(name) if f not in _code_file_set()]
     except Exception:  # not registered (train.py reports it) or defined interactively
         return None
     if not files:
         return None
-    return sha256_files(files, files[0].parent)
+    return sha256_files(files, trainer_file(name).parent)
 
 
 def identity(cfg, split: str | None, model: str | None = None, opts: Sequence[str] = ()) -> dict[str, Any]:
