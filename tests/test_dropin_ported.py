@@ -103,7 +103,7 @@ def test_eval_only_without_checkpoints_is_one_message(data_root, tmp_path, clip_
                 "--model-dir", str(empty), opts=("TRAINER.COOP.PREC", "fp32")) == 1
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and "tests/data/trainers/coop_repo/coop.py's load_model looks for model-best.pth.tar" in \
-        err[0] and "no checkpoint there" in err[0]
+        err[0] and "there is no checkpoint there" in err[0]
     assert not (tmp_path / "e").exists()  # refused before it started: no folder left behind
 
 

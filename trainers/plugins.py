@@ -507,9 +507,12 @@ def load_model(trainer, directory: str, epoch: int | None) -> None:
     last = _last_saved_epoch(trainer, directory)
     where = _where(type(trainer))
     if last is None:
-        raise UserError(f"{where}'s load_model looks for model-best.pth.tar in --model-dir {directory}, and there is "
-                        f"no checkpoint there at all: pass the --model-dir of a finished training run (and "
-                        f"--load-epoch N of an epoch it saved)")
+        saved = sorted(p.name for p in Path(directory).glob("*/model.pth.tar-*"))
+        what = (f"its checkpoints ({', '.join(saved[:6])}) name no one last epoch: pass --load-epoch N" if saved else
+                "there is no checkpoint there: pass the --model-dir of a finished training run (and --load-epoch N "
+                "of an epoch it saved)")
+        raise UserError(f"{where}'s load_model looks for model-best.pth.tar in --model-dir {directory}, which a run "
+                        f"writes only with validation (TEST.FINAL_MODEL best_val), and {what}")
     print(f"Note: {where}'s load_model looks for model-best.pth.tar, which a run writes only with validation "
           f"(TEST.FINAL_MODEL best_val); loading the last checkpoint saved, epoch {last}, as the built-in trainers "
           f"do (--load-epoch {last})")
