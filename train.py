@@ -192,6 +192,7 @@ def main(args) -> None:
     elif torch.cuda.is_available() and cfg.USE_CUDA:
         torch.backends.cudnn.benchmark = True
 
+    created = _missing_dirs(cfg.OUTPUT_DIR)
     try:
         os.makedirs(cfg.OUTPUT_DIR, exist_ok=True)
     except OSError as exc:
@@ -199,12 +200,47 @@ def main(args) -> None:
                         f"{exc.strerror or exc}") from None
     from dassl.utils import run_lock
 
-    lock = run_lock.acquire(cfg.OUTPUT_DIR)  # one writer per folder (dassl/utils/run_lock.py)
+    lock_file = os.path.join(cfg.OUTPUT_DIR, run_lock.LOCK_FILE)
+    new_lock = not os.path.exists(lock_file)
+    try:
+        lock = run_lock.acquire(cfg.OUTPUT_DIR)  # one writer per folder (dassl/utils/run_lock.py)
+    except UserError:
+        _remove_empty(created)
+        raise
     try:
         _run(args, cfg)
+    except BaseException:
+        if new_lock and os.listdir(cfg.OUTPUT_DIR) == [run_lock.LOCK_FILE]:  # refused before it started
+            os.unlink(lock_file)
+            if lock is not None:
+                lock.release()
+                lock = None
+            _remove_empty(created)
+        raise
     finally:
         if lock is not None:
             lock.release()
+
+
+def _missing_dirs(path: str) -> list[str]:
+    """The folders ``os.makedirs(path)`` would create, deepest first."""
+    out, path = [], os.path.abspath(path)
+    while path and not os.path.exists(path):
+        out.append(path)
+        parent = os.path.dirname(path)
+        if parent == path:
+            break
+        path = parent
+    return out
+
+
+def _remove_empty(dirs: list[str]) -> None:
+    """Remove the folders this run created when they are still empty: a refused run leaves nothing behind."""
+    for d in dirs:
+        try:
+            os.rmdir(d)
+        except OSError:
+            return
 
 
 def _run(args, cfg) -> None:
@@ -229,11 +265,13 @@ def _run(args, cfg) -> None:
     print()
 
     from dassl.engine import build_trainer
+    from trainers import plugins
 
-    trainer = build_trainer(cfg)
+    with plugins.build_precision(cfg):  # clip.build_model of a ported file follows the built-ins' CPU rule
+        trainer = build_trainer(cfg)
     stale_checkpoints = []
     if args.eval_only:
-        trainer.load_model(args.model_dir, epoch=args.load_epoch)
+        plugins.load_model(trainer, args.model_dir, args.load_epoch)
     trainer.identity = identity.identity(cfg, getattr(trainer.dm.dataset, "split_sha256", None),
                                          getattr(trainer, "_loaded_identity", None), args.opts)
     if not args.eval_only and not args.no_train and hasattr(trainer, "resume_plan"):

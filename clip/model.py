@@ -19,6 +19,7 @@ place by :func:`openai_compatible` (same modules, same parameters, same state-di
 """
 from __future__ import annotations
 
+import contextlib
 from typing import Mapping, Optional
 
 import torch
@@ -117,11 +118,64 @@ def convert_weights(model: torch.nn.Module) -> None:
     _oc.convert_weights_to_lp(model, dtype=torch.float16)
 
 
-def build_model(state_dict: Mapping[str, torch.Tensor]) -> CLIP:
+#: The precision :func:`build_model` builds in during a run (set by :func:`build_precision`); None: OpenAI's fp16.
+_BUILD: dict = {"precision": None, "note": ""}
+
+
+@contextlib.contextmanager
+def build_precision(precision: Optional[str], note: str = ""):
+    """Within: :func:`build_model` builds ``precision`` weights instead of OpenAI's fp16, printing ``note`` once.
+    The application uses it for a run on a CPU, where pure half precision is not run (the built-in trainers'
+    ``PREC fp16`` rule), so a ported file that keeps OpenAI's fp16 model follows the same rule."""
+    saved = dict(_BUILD)
+    _BUILD.update(precision=precision, note=note)
+    try:
+        yield
+    finally:
+        _BUILD.clear()
+        _BUILD.update(saved)
+
+
+#: MaPLe-style ``design_details`` keys that put prompts inside the towers; all 0 (or absent) is plain CLIP
+PROMPT_DESIGN_KEYS = ("vision_depth", "language_depth", "vision_ctx", "language_ctx", "maple_length")
+
+
+def check_design_details(design_details: Optional[Mapping]) -> None:
+    """``design_details`` of MaPLe's ``build_model(state_dict, design_details)``: with every prompt depth and length
+    0 (the paper's ``coop.py``) it asks for plain CLIP; anything else needs prompts inside the towers, which
+    ``clip.TextEncoder`` / ``clip.VisionEncoder`` provide to a ``PromptModel`` instead."""
+    if design_details is None:
+        return
+    if not isinstance(design_details, Mapping):
+        raise TypeError(f"clip.build_model: design_details must be a dict (MaPLe's), got {type(design_details)}")
+    deep = {k: design_details[k] for k in PROMPT_DESIGN_KEYS if design_details.get(k)}
+    trainer = str(design_details.get("trainer", ""))
+    if deep or trainer.lower() == "maple":
+        from common.errors import UserError
+
+        what = ", ".join(f"{k}={v}" for k, v in deep.items()) or f"trainer={trainer!r}"
+        builtin = {"maple": "MaPLe", "ivlp": "IVLP", "vpt": "VPT", "promptsrc": "PromptSRC"}.get(trainer.lower())
+        use = f"--trainer {builtin} (trainers/{builtin.lower()}.py)" if builtin else \
+            "the built-in deep-prompt methods (trainers/maple.py, ivlp.py, vpt.py, promptsrc.py)"
+        raise UserError(f"clip.build_model(state_dict, design_details) with {what} asks for prompts inside CLIP's "
+                        f"towers (MaPLe's modified clip/model.py), which this CLIP does not build: use {use}, or "
+                        "port the method as a PromptModel with clip.TextEncoder / clip.VisionEncoder deep prompts "
+                        "(docs/adding_a_method.md, \"Porting a CoOp-family trainer\")")
+
+
+def build_model(state_dict: Mapping[str, torch.Tensor], design_details: Optional[Mapping] = None) -> CLIP:
     """OpenAI's ``build_model``: the CLIP of an OpenAI-layout state dict (architecture read from the tensor shapes),
-    with fp16 matrices as OpenAI's (call ``.float()`` for fp32, as CoOp-family trainers do), in eval mode."""
+    with fp16 matrices as OpenAI's (call ``.float()`` for fp32, as CoOp-family trainers do), in eval mode.
+
+    ``design_details``: MaPLe's second argument; all prompt depths 0 is plain CLIP (:func:`check_design_details`).
+    During a run on a CPU the weights are fp32 (:func:`build_precision`)."""
+    check_design_details(design_details)
     sd = {k: v for k, v in state_dict.items() if k not in NON_WEIGHT_KEYS}
     embed_dim, vision_cfg, text_cfg = config_from_state_dict(sd, source="clip.build_model's state dict")
-    model = build_clip(embed_dim, vision_cfg, text_cfg, precision="fp16", state_dict=sd, quick_gelu=True,
+    precision = _BUILD["precision"] or "fp16"
+    if _BUILD["note"] and precision != "fp16":
+        print(_BUILD["note"])
+        _BUILD["note"] = ""
+    model = build_clip(embed_dim, vision_cfg, text_cfg, precision=precision, state_dict=sd, quick_gelu=True,
                        source="clip.build_model's state dict")
     return openai_compatible(model)

@@ -47,7 +47,8 @@ def test_openai_idiom_trainer_trains_evaluates_and_records(data_root, tmp_path, 
     for run, n_classes in ((base, 2), (new, 2)):
         res = json.loads((run / "results.json").read_text())
         assert res["run"]["trainer"] == "IdiomCoOp" and res["run"]["calib"] is None
-        assert res["run"]["precision"] is None  # it reads TRAINER.COOP.PREC, no node of its own name: unknown
+        assert res["run"]["precision"] == "fp32"  # what ran: its weights' dtype (it reads TRAINER.COOP.PREC)
+        assert res["run"]["trainer_file"]["path"] == "tests/data/trainers/openai_idiom_coop.py"
         assert res["run"]["num_classes"] == n_classes and res["run"]["dataset"] == "ImageFolder"
         pred = np.load(run / "predictions.npz")
         assert pred["logits"].shape == (res["run"]["num_test"], n_classes) and pred["labels"].dtype == np.int64

@@ -91,3 +91,29 @@ def test_new_method_through_the_script(new_method, tmp_path):
         run = json.loads(path.read_text())["run"]
         assert run["trainer"] == "SweepNew" and run["calib"] == "tcpt" and run["backbone"] == "toy-clip"
     assert "SweepNew" in done.stdout  # the summary table names it
+
+
+def test_a_config_named_beside_the_drop_in_file(tmp_path, monkeypatch, capsys):
+    """``sweep_config = "sweeprel.yaml"`` (a file name, not a path) resolves next to the trainer's file; a name that
+    is nowhere is one error naming every path tried (trainers.plugins.trainer_config)."""
+    folder = tmp_path / "rel"
+    folder.mkdir()
+    source = METHOD_FILE.replace("SweepNew", "SweepRel").replace(
+        'str(Path(__file__).with_name("sweepnew.yaml"))', '"sweeprel.yaml"')
+    (folder / "sweeprel.py").write_text(source + "\n\n@TRAINER_REGISTRY.register()\nclass SweepRelMissing(SweepRel):"
+                                                 "\n    sweep_config = 'nothere'\n")
+    (folder / "sweeprel.yaml").write_text((REPO / "configs/trainers/CoOp/vit_b16_ep50.yaml").read_text())
+    monkeypatch.setenv("CALIB_PROMPT_TRAINERS", str(folder))
+    from dassl.engine import TRAINER_REGISTRY
+
+    try:
+        env = dict(os.environ, DRY_RUN="1", SEEDS="1")
+        assert sweep.main(["base2novel", "sweeprel", "toy"], env=env) == 0
+        assert f"--config-file {folder / 'sweeprel.yaml'}" in capsys.readouterr().out
+        assert sweep.main(["base2novel", "sweeprelmissing", "toy"], env=env) == 2
+        err = capsys.readouterr().err
+        tried = [REPO / "configs/trainers/SweepRelMissing/nothere.yaml", folder / "nothere.yaml", folder / "nothere"]
+        assert "config 'nothere' of trainer SweepRelMissing not found; tried " + ", ".join(map(str, tried)) in err
+    finally:
+        for name in ("SweepRel", "SweepRelMissing"):
+            TRAINER_REGISTRY._obj_map.pop(name, None)

@@ -103,7 +103,8 @@ def test_user_errors_name_the_fix(capsys):
     assert 'Did you mean "caltech101"?' in capsys.readouterr().err
     assert sweep.main(["base2novel", "coop", "caltech101"], env={"DRY_RUN": "1", "CFG": "nope"}) == 2
     err = capsys.readouterr().err
-    assert "configs/trainers/CoOp/nope.yaml not found" in err and "vit_b16_ep50" in err and "CFG=" in err
+    assert "config 'nope' of trainer CoOp not found; tried " in err and "configs/trainers/CoOp/nope.yaml" in err
+    assert "vit_b16_ep50" in err and "CFG=" in err
     assert sweep.main(["base2novel", "coop"], env={"DRY_RUN": "1"}) == 2
     assert "usage: base2novel METHOD DATASET" in capsys.readouterr().err
 

@@ -431,8 +431,10 @@ class Planner:
 
     def config(self, protocol: str = "base2novel") -> Path:
         name = self.s.cfg or self.method.protocol_config(protocol)
-        if name and name.endswith(".yaml") and Path(name).expanduser().is_file():  # a drop-in method's own file
-            return Path(name).expanduser().resolve()
+        if name:  # configs/trainers/<Trainer>/<name>.yaml, or a file next to a drop-in trainer (trainers/plugins.py)
+            from trainers.plugins import trainer_config
+
+            return trainer_config(self.method.trainer, name, error=SweepError)
         return method_config(self.method, self.s.cfg, protocol)
 
     def backbone(self, dataset: str) -> str | None:

@@ -5,6 +5,7 @@ import pkgutil
 
 from . import plugins
 from .base import PromptModel, PromptOutput, PromptTrainer
+from .templates import zeroshot_classifier
 
 _SKIP = {"base", "config", "prompts", "templates", "record", "plugins"}
 
@@ -18,4 +19,4 @@ def _import_all() -> None:
 _import_all()
 plugins.load_plugins()
 
-__all__ = ["PromptModel", "PromptOutput", "PromptTrainer"]
+__all__ = ["PromptModel", "PromptOutput", "PromptTrainer", "zeroshot_classifier"]

@@ -10,7 +10,7 @@ from typing import Any
 
 from yacs.config import CfgNode as CN
 
-from dassl.engine import TRAINER_REGISTRY
+from trainers.plugins import config_classes
 
 #: top-level LOSS node of the TCPT code base (ProGrad's config sets LOSS.NAME / LOSS.T; its scripts pass LOSS.LAMBDA)
 LOSS_DEFAULTS: dict[str, Any] = {"GM": False, "NAME": "", "ALPHA": 0.0, "T": 1.0, "LAMBDA": 1.0}
@@ -29,8 +29,7 @@ def add_trainer_config(cfg: CN) -> None:
     cfg.LOSS = CN(dict(LOSS_DEFAULTS))
     for key, value in TEST_DEFAULTS.items():
         cfg.TEST[key] = value
-    for name in TRAINER_REGISTRY.registered_names():
-        cls = TRAINER_REGISTRY.get(name)
+    for cls in config_classes():  # a built-in a --trainer-file replaces keeps its section (the file reads it)
         node, defaults = getattr(cls, "cfg_node", None), getattr(cls, "cfg_defaults", None)
         if not node or defaults is None:
             continue

@@ -181,20 +181,18 @@ def split_sha256(cfg) -> str | None:
 
 
 def trainer_source_sha256(name: str) -> str | None:
-    """sha256 of the file defining trainer ``name`` when it lies outside the hashed code (a drop-in from
-    ``trainers/contrib``, ``$CALIB_PROMPT_TRAINERS`` or ``--trainer-file``: trainers/plugins.py); None otherwise."""
-    import hashlib
-    import inspect
-
+    """sha256 of the drop-in file defining trainer ``name`` and the files beside it that it can import as
+    ``trainers.<name>`` (``trainers/contrib``, ``$CALIB_PROMPT_TRAINERS`` or ``--trainer-file``:
+    trainers/plugins.py), when they lie outside the hashed code; None otherwise."""
     try:
-        from dassl.engine import TRAINER_REGISTRY
+        from trainers.plugins import sha256_files, trainer_file, trainer_source_files
 
-        source = Path(inspect.getsourcefile(TRAINER_REGISTRY.get(name))).resolve()
+        files = [f for f in trainer_source_files(name) if f not in _code_file_set()]
     except Exception:  # not registered (train.py reports it) or defined interactively
         return None
-    if source in _code_file_set() or not source.is_file():
+    if not files:
         return None
-    return hashlib.sha256(source.read_bytes()).hexdigest()
+    return sha256_files(files, trainer_file(name).parent)
 
 
 def identity(cfg, split: str | None, model: str | None = None, opts: Sequence[str] = ()) -> dict[str, Any]:

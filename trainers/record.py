@@ -93,6 +93,19 @@ def method_precision(trainer) -> str | None:
     return method_node(trainer).get("PREC")
 
 
+def _ported_precision(trainer) -> str | None:
+    """What a trainer that does not declare its precision ran in (its weights' dtype; trainers/plugins.py)."""
+    from trainers.plugins import ported_precision
+
+    return ported_precision(trainer) or method_precision(trainer)
+
+
+def _trainer_file(name: str) -> dict | None:
+    from trainers.plugins import trainer_file_record
+
+    return trainer_file_record(name)
+
+
 def run_info(trainer, eval_seconds: float, num_test: int | None = None) -> dict[str, Any]:
     """``results.json``'s ``run`` block of ``trainer`` (a PromptTrainer or any Dassl trainer: what it lacks is None);
     ``num_test``: the test images scored (docs/architecture.md §4.1)."""
@@ -103,6 +116,7 @@ def run_info(trainer, eval_seconds: float, num_test: int | None = None) -> dict[
     skipped = trainer.dm.skipped_by_split() if hasattr(trainer.dm, "skipped_by_split") else {}
     return {
         "trainer": cfg.TRAINER.NAME,
+        "trainer_file": _trainer_file(cfg.TRAINER.NAME),  # a drop-in file: its path and sha256 (trainers/plugins.py)
         "dataset": cfg.DATASET.NAME,
         "subsample": cfg.DATASET.get("SUBSAMPLE_CLASSES", "all"),
         "shots": getattr(dataset, "shots_used", cfg.DATASET.NUM_SHOTS),
@@ -112,7 +126,7 @@ def run_info(trainer, eval_seconds: float, num_test: int | None = None) -> dict[
         "calib_params": dict(cfg.TRAINER.CALIB) if calib else None,
         "backbone": cfg.MODEL.BACKBONE.NAME,
         "backbone_weights": fingerprint() if callable(fingerprint) else None,
-        "precision": getattr(trainer, "precision", None) or method_precision(trainer),
+        "precision": getattr(trainer, "precision", None) or _ported_precision(trainer),
         "method_cfg": method_node(trainer),  # TRAINER.<method> (parse_results --reference pairs like with like)
         "config": cfg.get("CONFIG_NAME", "") or None,
         "max_epoch": cfg.OPTIM.MAX_EPOCH,

@@ -99,3 +99,12 @@ def zeroshot_text_features(clip_model, classnames: Sequence[str], templates: Seq
         feats = F.normalize(feats, dim=-1)
         total = feats if total is None else total + feats
     return F.normalize(total, dim=-1)
+
+
+def zeroshot_classifier(clip_model, classnames: Sequence[str], dataset_name: str,
+                        templates: Sequence[str] | None = None) -> torch.Tensor:
+    """A method's own zero-shot classifier (C×E, normalised, fp32): the dataset's single template (or
+    ``templates``) through ``clip_model`` in its own precision. Unlike ``PromptModel.zs_text_features`` (``F0``, the
+    ``--calib`` target, which follows ``TRAINER.CALIB.FROZEN_TEMPLATES`` / ``FROZEN_TARGET_PREC``), it does not
+    change when a calibration switch does, so a method that classifies with it keeps its own definition."""
+    return zeroshot_text_features(clip_model, classnames, list(templates or [dataset_template(dataset_name)]))

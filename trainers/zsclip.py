@@ -7,17 +7,18 @@ import torch
 from dassl.engine import TRAINER_REGISTRY
 
 from .base import PromptModel, PromptTrainer
-from .templates import IMAGENET_TEMPLATES_SELECT, dataset_template, zeroshot_text_features
+from .templates import IMAGENET_TEMPLATES_SELECT, dataset_template, zeroshot_classifier, zeroshot_text_features
 
 
 class ZeroshotModel(PromptModel):
-    """Logits against frozen text features: ``F0`` itself (single template) or an ensemble built here once."""
+    """Logits against frozen text features of the dataset's single template or a template ensemble, built here once
+    (not ``F0``, the --calib target, which follows TRAINER.CALIB.FROZEN_TEMPLATES / FROZEN_TARGET_PREC)."""
 
     def __init__(self, cfg, classnames, clip_model, zs_text_features):
         super().__init__(cfg, classnames, clip_model, zs_text_features)
         templates = cfg.TRAINER.ZSCLIP.TEMPLATES
         if templates == "single":
-            text = zs_text_features
+            text = zeroshot_classifier(clip_model, classnames, cfg.DATASET.NAME)
         else:
             chosen = list(IMAGENET_TEMPLATES_SELECT)
             if cfg.DATASET.NAME != "ImageNet":
