@@ -10,16 +10,13 @@ import os
 import tempfile
 from typing import IO, Any, Iterator
 
-_UMASK: int | None = None
-
 
 def _default_mode() -> int:
-    """Permissions a plain open() would give (mkstemp would give 0600)."""
-    global _UMASK
-    if _UMASK is None:
-        _UMASK = os.umask(0)
-        os.umask(_UMASK)
-    return 0o666 & ~_UMASK
+    """Permissions a plain open() would give now (mkstemp would give 0600): read at every write, so a umask the
+    user or a test sets later is honoured."""
+    umask = os.umask(0o077)
+    os.umask(umask)
+    return 0o666 & ~umask
 
 
 @contextlib.contextmanager
