@@ -120,11 +120,11 @@ PLANS: dict[str, Plan] = {
               strip="fgvc-aircraft-2013b/data"),
     )),
     "SUN397": Plan((
-        # Princeton's host answers 404 since 2025 (and the MIT mirror is gone); kept first in case it returns.
+        # Princeton's host answers 404 since 2025 and the MIT mirror is gone (pytorch/vision#9348,
+        # KaiyangZhou/CoOp#90); kept in case it returns. No other host publishes a direct URL for these bytes.
         Fetch("SUN397.tar.gz", ("http://vision.princeton.edu/projects/2010/SUN/SUN397.tar.gz",),
               md5="8ca2778205c41d23104230ba66911c7a", done="SUN397",
-              manual="OpenDataLab hosts the raw archive (https://opendatalab.com/OpenDataLab/SUN397, folder raw/; "
-                     "its download needs an OpenDataLab account)"),
+              manual="OpenDataLab hosts the raw archive (https://opendatalab.com/OpenDataLab/SUN397, folder raw/)"),
     ), manual=by_hand("split_zhou_SUN397.json", "sun397")),
     "DescribableTextures": Plan((
         _split("split_zhou_DescribableTextures.json", "1u3_QfB467jqHgNXC00UIzbLZRQCg2S7x"),
