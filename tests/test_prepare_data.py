@@ -7,7 +7,6 @@ import hashlib
 import importlib.util
 import io
 import json
-import os
 import shutil
 import sys
 import tarfile
@@ -19,9 +18,9 @@ import pytest
 from datasets.testing import write_split_dataset
 from dassl.data.datasets import DATASET_REGISTRY
 from dassl.utils import UserError
+from tests.helpers import real_split_file
 
 REPO = Path(__file__).resolve().parents[1]
-SPLITS = Path(os.environ.get("CALIB_SPLITS_DIR") or REPO.parent / "shared" / "data" / "splits")
 
 
 def _load():
@@ -33,13 +32,6 @@ def _load():
 
 
 pd = _load()
-
-
-def real(name: str) -> Path:
-    path = SPLITS / name
-    if not path.is_file():
-        pytest.skip(f"{path} not found")
-    return path
 
 
 def gdrive_id(item) -> str:
@@ -146,7 +138,7 @@ def test_check_ready_on_a_complete_fake_tree(tmp_path, capsys, monkeypatch):
 
 
 def test_split_files_are_verified_by_hash_or_content(tmp_path):
-    original = real("split_zhou_Caltech101.json").read_bytes()
+    original = real_split_file("split_zhou_Caltech101.json").read_bytes()
     path = tmp_path / "split_zhou_Caltech101.json"
     path.write_bytes(original)
     assert pd.verify_known_file(path) is None
@@ -262,3 +254,25 @@ def test_non_interactive_without_yes_downloads_nothing(tmp_path, capsys, offline
     monkeypatch.setattr(sys, "stdin", io.StringIO(""))
     rc, out = run(capsys, "--dataset", "eurosat", "--root", str(tmp_path))
     assert rc == 1 and fetched == [] and "pass --yes" in out
+
+
+def test_splits_only_fetches_the_split_files_the_tests_read(tmp_path, capsys, offline, monkeypatch):
+    """Issue 23 item 3: the command a skipped test names gets the split file (no images), and the tests find it in
+    that data root through $CALIB_SPLITS_DIR."""
+    from tests.helpers import find_split_file
+
+    served, fetched = offline
+    cls, split, blob = small_canonical(monkeypatch, "DescribableTextures")
+    (tmp_path / "served_split.json").write_bytes(blob)
+    served[gdrive_id(pd.PLANS["DescribableTextures"].fetches[0])] = tmp_path / "served_split.json"
+    root = tmp_path / "splits"
+    rc, out = run(capsys, "--dataset", "dtd", "--dataset", "FGVCAircraft", "--root", str(root), "--splits-only",
+                  "--yes")
+    flat = " ".join(out.split())
+    assert rc == 0 and "DescribableTextures split files ready (split_zhou_DescribableTextures.json)" in flat, out
+    assert "FGVCAircraft no split file to fetch" in flat          # FGVC-Aircraft's split is in its archive
+    assert fetched == [gdrive_id(pd.PLANS["DescribableTextures"].fetches[0])]   # the split file, no archive
+    monkeypatch.setenv("CALIB_SPLITS_DIR", str(root))
+    assert find_split_file(cls.split_file) == root / "dtd" / cls.split_file
+    rc, out = run(capsys, "--dataset", "food101", "--root", str(root), "--splits-only", "--check")
+    assert rc == 1 and "split_zhou_Food101.json has no published checksum" in " ".join(out.split())
