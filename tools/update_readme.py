@@ -255,7 +255,10 @@ def main(argv=None) -> int:
         seeds = sorted(runs.get("ce", {}))
         title = (f"{args.method} on {args.dataset}, {label} classes, seeds {seeds_text(seeds)} pooled" if seeds
                  else "")
-        plot_pooled(runs, img_dir / f"toy_reliability_{label}.png", title)
+        png = img_dir / f"toy_reliability_{label}.png"
+        if not plot_pooled(runs, png, title):
+            print(f"update_readme: no {label} diagram drawn (the runs lack predictions.npz, or the variants' seeds "
+                  f"differ); {png} is left as it was", file=sys.stderr)
     block = readme_block(records, args.method, args.dataset, img_dir)
     replace_block(Path(args.readme), BEGIN, END, block)
     print(block)
