@@ -106,6 +106,14 @@ def test_regenerating_from_the_same_runs_changes_no_file(tmp_path):
     _fake_records(planned, Checker(), 60.0, commit="def456", seconds=31.0)   # the same runs, rerun
     assert update_readme.main(argv) == 0
     assert _snapshot(docs) == first
+    # a committed record that names a machine path (made before records stored relative ones) is replaced
+    committed = records / planned[1][0].out_dir.relative_to(out) / "results.json"
+    rec = json.loads(committed.read_text())
+    rec["run"]["model_dir"] = "/home/someone/output/base2new/train_base"
+    committed.write_text(json.dumps(rec))
+    assert update_readme.main(argv) == 0
+    assert "/home/someone" not in committed.read_text()
+    first = _snapshot(docs)
     # a run whose numbers changed is a real change: its record (and the table) are rewritten, nothing else
     rec_path = planned[0][0].out_dir / "results.json"
     rec = json.loads(rec_path.read_text())
