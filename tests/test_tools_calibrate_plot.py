@@ -67,7 +67,10 @@ def test_round_trip_each_method(runs, method, capsys):
         if method == "sals":
             assert record["base_run"] is None
         else:
-            assert record["base_run"] == str(base.resolve())  # the novel run found its base via run.model_dir
+            # the novel run found its base via run.model_dir (a base run is its own: "."); the record names it
+            # relative to its own folder, never by a machine path
+            assert record["base_run"] == ("../../train_base/seed1" if run_dir == novel else ".")
+            assert (run_dir / record["base_run"]).resolve() == base.resolve()
         if "ts" in method:
             assert record["temperature"] > 1.0  # x100 logits of noisy features are over-confident
             assert record["metrics"]["nll"] != before["nll"]
@@ -100,7 +103,7 @@ def test_relative_model_dir(tmp_path, capsys, monkeypatch):
     novel = write_run(tmp_path / "out" / "test_new", rng, 3, model_dir="out/train_base", with_val=False)
     monkeypatch.chdir(tmp_path)
     assert calibrate.main([str(novel), "--method", "ts", "--json"]) == 0
-    assert json.loads((novel / "results_ts.json").read_text())["base_run"] == str(base.resolve())
+    assert (novel / json.loads((novel / "results_ts.json").read_text())["base_run"]).resolve() == base.resolve()
 
 
 def test_missing_data_messages(tmp_path, capsys):
