@@ -196,7 +196,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--check", action="store_true", help="only check; download nothing (default: all datasets)")
     parser.add_argument("--yes", "-y", action="store_true", help="download without asking (non-interactive)")
     parser.add_argument("--splits-only", action="store_true",
-                        help="only the canonical split files (a few MB in all, no images); the tests read them from "
+                        help="only the canonical split files (about 9 MB in all, no images); the tests read them from "
                              "$CALIB_SPLITS_DIR=ROOT (README, Install and test)")
     return parser.parse_args(argv)
 
