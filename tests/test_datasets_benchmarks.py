@@ -1,7 +1,8 @@
 """The benchmark datasets on fake trees in their real layouts.
 
 Built from the real CoOp split files in $CALIB_SPLITS_DIR (tests/helpers.py: splits_dir); those tests skip
-elsewhere, naming the command that gets the files. Food101, SUN397 and FGVC-Aircraft use small synthetic splits in their real formats.
+elsewhere, naming the command that gets the files. Food101, SUN397 and FGVC-Aircraft use small synthetic splits in
+their real formats.
 """
 from __future__ import annotations
 

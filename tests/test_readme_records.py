@@ -88,7 +88,8 @@ def test_regenerating_from_the_same_runs_changes_no_file(tmp_path):
     from tools.run_status import Checker
 
     data = make_image_folder(tmp_path / "data", n_classes=4, per_class=6, size=16)
-    out, records, img, docs = tmp_path / "output", tmp_path / "docs" / "records", tmp_path / "docs" / "img", tmp_path / "docs"
+    out, docs = tmp_path / "output", tmp_path / "docs"
+    records, img = docs / "records", docs / "img"
     readme = docs / "README.md"
     readme.parent.mkdir(parents=True)
     readme.write_text(f"intro\n{update_readme.BEGIN}\nold numbers\n{update_readme.END}\nrest\n")

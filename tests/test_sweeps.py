@@ -348,8 +348,8 @@ def test_shell_script_dry_run_and_usage(tmp_path):
     res = subprocess.run(["bash", "scripts/base2novel.sh", "coop", "caltech101"], capture_output=True, text=True,
                          env=env, cwd=REPO, timeout=60)
     assert res.returncode == 0, res.stderr
-    assert [shown(line) for line in res.stdout.splitlines()] == dry(None, "base2novel", "coop", "caltech101", SEEDS="1", CALIB="on",
-                                          PYTHON=sys.executable)
+    expected = dry(None, "base2novel", "coop", "caltech101", SEEDS="1", CALIB="on", PYTHON=sys.executable)
+    assert [shown(line) for line in res.stdout.splitlines()] == expected
     res = subprocess.run(["bash", "scripts/few_shot.sh", "coop"], capture_output=True, text=True, env=env,
                          cwd=REPO, timeout=60)
     assert res.returncode == 2 and "usage: few_shot METHOD DATASET" in res.stderr

@@ -6,8 +6,8 @@
 
 Several runs are overlaid (e.g. a base run and its --calib sibling). ``--pool K`` pools every K consecutive runs
 into one series (their test predictions concatenated, e.g. the seeds of one variant:
-``plot.py reliability CE_S1 CE_S2 CE_S3 CAL_S1 CAL_S2 CAL_S3 --pool 3 --labels plain calib``). ``--method`` (none, ts, dac, ts+dac, sals)
-applies a post-hoc calibrator first: one value for every run, or one per run, so the same run can be drawn raw
+``plot.py reliability CE_S1 CE_S2 CE_S3 CAL_S1 CAL_S2 CAL_S3 --pool 3 --labels plain calib``). ``--method``
+(none, ts, dac, ts+dac, sals) applies a post-hoc calibrator first: one value for every run, or one per run, so the same run can be drawn raw
 and calibrated (``plot.py reliability R R --method none ts``).
 """
 from __future__ import annotations

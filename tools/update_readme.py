@@ -170,7 +170,8 @@ def plot_pooled(runs: dict[str, dict[int, Path]], png: Path, title: str) -> bool
     from tools import plot
 
     ce, cal = runs.get("ce", {}), runs.get("tcpt", {})
-    if not ce or set(ce) != set(cal) or not all((d / "predictions.npz").is_file() for v in (ce, cal) for d in v.values()):
+    runs_dirs = [d for variant in (ce, cal) for d in variant.values()]
+    if not ce or set(ce) != set(cal) or not all((d / "predictions.npz").is_file() for d in runs_dirs):
         return False
     seeds = sorted(ce)
     with tempfile.TemporaryDirectory() as tmp:
