@@ -1,4 +1,4 @@
-"""Train or evaluate a prompt-tuning method, with the CoOp-family command line plus ``--calib [NAME]``.
+r"""Train or evaluate a prompt-tuning method, with the CoOp-family command line plus ``--calib [NAME]``.
 
     python train.py --root DATA --seed 1 --trainer CoOp --calib \
         --dataset-config-file configs/datasets/caltech101.yaml \
@@ -301,7 +301,10 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--trainer", type=str, default="", help="name of trainer")
     parser.add_argument("--trainer-file", type=str, action="append", default=[], metavar="PATH",
                         help="a Python file that registers a trainer (repeatable); see trainers/contrib/README.md")
-    parser.add_argument("--backbone", type=str, default="", help="name of CNN backbone")
+    parser.add_argument("--backbone", type=str, default="", metavar="NAME",
+                        help="CLIP model (MODEL.BACKBONE.NAME): a shipped one (toy-clip), an OpenAI name (ViT-B/16, "
+                             "RN50, ...), an open_clip ARCH:PRETRAINED pair (ViT-B-32:laion2b_s34b_b79k), or a "
+                             "weights file (path/to/file.pt)")
     parser.add_argument("--head", type=str, default="", help="name of head")
     parser.add_argument("--eval-only", action="store_true", help="evaluation only")
     parser.add_argument("--model-dir", type=str, default="", help="load model from this directory for eval-only mode")

@@ -163,8 +163,9 @@ def _same_dir(a: Path, b: Path) -> bool:
 
 def resolve_base_run(run: RunRecord, base_run: str | os.PathLike | None = None) -> RunRecord:
     """The base (training) run of ``run``: ``base_run`` if given, else ``results.json`` ``run.model_dir`` (an
-    eval-only novel run), else the run itself (a base run is its own base). A relative ``model_dir`` is tried
-    against the working directory, then against the run folder and its parents."""
+    eval-only novel run), else the run itself (a base run is its own base). A relative ``model_dir`` (what run
+    records store: relative to the run folder) is tried against the run folder, the working directory, then the
+    run folder's parents."""
     if base_run is not None:
         return load_run(base_run)
     model_dir = run.model_dir
@@ -172,7 +173,7 @@ def resolve_base_run(run: RunRecord, base_run: str | os.PathLike | None = None) 
         return run
     candidates = [Path(model_dir)]
     if not Path(model_dir).is_absolute():
-        candidates += [parent / model_dir for parent in [run.path, *run.path.resolve().parents]]
+        candidates = [run.path / model_dir, Path(model_dir)] + [p / model_dir for p in run.path.resolve().parents]
     for cand in candidates:
         if (cand / "results.json").is_file():
             return run if _same_dir(cand, run.path) else load_run(cand)

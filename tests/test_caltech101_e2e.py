@@ -4,35 +4,29 @@ from __future__ import annotations
 
 import io
 import json
-import os
 import shutil
-from pathlib import Path
 
 import pytest
 from PIL import Image
 
 import train
-from tests.helpers import COOP_CFG, REPO
+from tests.helpers import COOP_CFG, REPO, real_split_file
 
 pytestmark = [pytest.mark.slow, pytest.mark.e2e]  # pytest.ini: the quick tier skips these
-
-SPLITS = Path(os.environ.get("CALIB_SPLITS_DIR") or REPO.parent / "shared" / "data" / "splits")
-SPLIT = SPLITS / "split_zhou_Caltech101.json"
 
 
 @pytest.fixture(scope="module")
 def caltech_root(tmp_path_factory):
-    if not SPLIT.is_file():
-        pytest.skip(f"real split files not found in {SPLITS}")
+    split_file = real_split_file("split_zhou_Caltech101.json")
     root = tmp_path_factory.mktemp("caltech_data")
     folder = root / "caltech-101"
     images = folder / "101_ObjectCategories"
     folder.mkdir()
-    shutil.copyfile(SPLIT, folder / SPLIT.name)
+    shutil.copyfile(split_file, folder / split_file.name)
     buf = io.BytesIO()
     Image.new("RGB", (8, 8), (120, 60, 30)).save(buf, format="JPEG")
     data = buf.getvalue()
-    split = json.loads(SPLIT.read_text())
+    split = json.loads(split_file.read_text())
     for rel, _, _ in split["train"] + split["val"] + split["test"]:
         path = images / rel
         path.parent.mkdir(parents=True, exist_ok=True)
@@ -56,7 +50,7 @@ def test_coop_trains_on_caltech101_layout(caltech_root, tmp_path):
         assert res["run"]["dataset"] == "Caltech101" and res["run"]["num_classes"] == 50
         assert res["run"]["split_sha256"]
     # base/new test halves of the canonical split: 50 classes each
-    split = json.loads(SPLIT.read_text())
+    split = json.loads(real_split_file("split_zhou_Caltech101.json").read_text())
     n_base_test = sum(1 for _, label, _ in split["test"] if label < 50)
     assert json.loads((base / "results.json").read_text())["run"]["num_test"] == n_base_test
     assert json.loads((new / "results.json").read_text())["run"]["num_test"] == len(split["test"]) - n_base_test

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import sys
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -74,7 +75,8 @@ def test_run_records_complete(base_runs, variant):
         acc = 100 * (pred["logits"].argmax(1) == pred["labels"]).mean()
         assert res["metrics"]["accuracy"] == pytest.approx(acc)
     assert "val_logits" in np.load(base / "predictions.npz")
-    assert json.loads((new / "results.json").read_text())["run"]["model_dir"] == str(base.resolve())
+    model_dir = json.loads((new / "results.json").read_text())["run"]["model_dir"]
+    assert not Path(model_dir).is_absolute() and (new / model_dir).resolve() == base.resolve()  # no machine path
 
 
 def test_checkpoint_holds_prompts_only(base_runs):

@@ -1,13 +1,13 @@
 """The benchmark datasets on fake trees in their real layouts.
 
-Built from the real CoOp split files when the team's copy is at ../shared/data/splits (or $CALIB_SPLITS_DIR);
-those tests skip elsewhere. Food101, SUN397 and FGVC-Aircraft use small synthetic splits in their real formats.
+Built from the real CoOp split files in $CALIB_SPLITS_DIR (tests/helpers.py: splits_dir); those tests skip
+elsewhere, naming the command that gets the files. Food101, SUN397 and FGVC-Aircraft use small synthetic splits in
+their real formats.
 """
 from __future__ import annotations
 
 import functools
 import json
-import os
 import random
 import re
 import shutil
@@ -20,8 +20,9 @@ from common.errors import UserError
 from dassl.data.datasets import DATASET_REGISTRY, build_dataset
 from datasets.common import Item, Split, read_split
 from datasets.testing import make_cfg, synthetic_split, touch_files, write_split_dataset
+from tests.helpers import find_split_file, real_split_file, splits_dir
 
-SPLITS = Path(os.environ.get("CALIB_SPLITS_DIR") or Path(__file__).resolve().parents[2] / "shared" / "data" / "splits")
+SPLITS = splits_dir()
 
 # docs/protocol_notes.md#datasets: train, val, test, classes, base, new
 REAL = {
@@ -42,12 +43,11 @@ def _private_cache(tmp_path, monkeypatch):
 
 @functools.lru_cache(maxsize=None)
 def _real(name: str) -> Split:
-    return read_split(SPLITS / DATASET_REGISTRY.get(name).split_file)
+    return read_split(real_split_file(DATASET_REGISTRY.get(name).split_file))
 
 
 def real_split(name: str) -> Split:
-    if not (SPLITS / DATASET_REGISTRY.get(name).split_file).is_file():
-        pytest.skip(f"real split files not found in {SPLITS}")
+    real_split_file(DATASET_REGISTRY.get(name).split_file)   # skips, naming the command, when it is absent
     return _real(name)
 
 
@@ -65,7 +65,7 @@ def real_tree(root: Path, name: str) -> Split:
     split = real_split(name)
     cls = DATASET_REGISTRY.get(name)
     (root / cls.dataset_dir / cls.image_dirs[0]).mkdir(parents=True, exist_ok=True)
-    shutil.copyfile(SPLITS / cls.split_file, root / cls.dataset_dir / cls.split_file)
+    shutil.copyfile(real_split_file(cls.split_file), root / cls.dataset_dir / cls.split_file)
     return split
 
 
@@ -100,8 +100,8 @@ def test_real_class_names(tmp_path):
     assert all(c == c.lower() for c in real_split("OxfordPets").classnames().values())
     assert "Apply_Eye_Makeup" in real_split("UCF101").classnames().values()
     flowers = real_split("OxfordFlowers").classnames()
-    if (SPLITS / "cat_to_name.json").is_file():
-        cat_to_name = json.loads((SPLITS / "cat_to_name.json").read_text())
+    if find_split_file("cat_to_name.json"):
+        cat_to_name = json.loads(find_split_file("cat_to_name.json").read_text())
         assert flowers == {y: cat_to_name[str(y + 1)] for y in range(102)}
 
 
@@ -212,7 +212,8 @@ def test_real_file_names_of_the_large_datasets(tmp_path, name, folder):
     """Real few-shot subsets (other repo) give real paths and names: load them through our classes."""
     path = SPLITS / "cma_fewshot_indices" / name / "shot_16-seed_1.json"
     if not path.is_file():
-        pytest.skip(f"{path} not found")
+        pytest.skip(f"needs {path.relative_to(SPLITS)} in $CALIB_SPLITS_DIR ({SPLITS}): few-shot subsets of "
+                    "another repository, with real image paths of this dataset; not downloadable here")
     obj = json.loads(path.read_text())
     cls = DATASET_REGISTRY.get(folder)
     marker = f"/{cls.dataset_dir}/{cls.image_dirs[0]}/"

@@ -262,11 +262,17 @@ def test_extra_metrics_and_unknown_metric(tmp_path, capsys):
     assert rc == 2 and "unknown metric" in err
 
 
-def test_all_class_runs_cross_dataset_table(tmp_path, capsys):
+@pytest.mark.parametrize("relative", [False, True])
+def test_all_class_runs_cross_dataset_table(tmp_path, capsys, monkeypatch, relative):
+    """``model_dir`` as older records hold it (absolute) and as records write it now (relative to the run folder,
+    read from another working directory)."""
     src = write(tmp_path, "src", dataset="ImageNet", subsample="all", acc=70.0)
-    write(tmp_path, "cal", dataset="Caltech101", subsample="all", acc=90.0, model_dir=str(src))
-    write(tmp_path, "pets", dataset="OxfordPets", subsample="all", acc=80.0, model_dir=str(src))
-    write(tmp_path, "v2", dataset="ImageNetV2", subsample="all", acc=60.0, model_dir=str(src))
+    model_dir = "../src" if relative else str(src)
+    (tmp_path / "elsewhere" / "cwd").mkdir(parents=True)
+    monkeypatch.chdir(tmp_path / "elsewhere" / "cwd")
+    write(tmp_path, "cal", dataset="Caltech101", subsample="all", acc=90.0, model_dir=model_dir)
+    write(tmp_path, "pets", dataset="OxfordPets", subsample="all", acc=80.0, model_dir=model_dir)
+    write(tmp_path, "v2", dataset="ImageNetV2", subsample="all", acc=60.0, model_dir=model_dir)
     rc, out, _ = run(capsys, tmp_path, "--kind", "all-classes")
     assert rc == 0
     row = next(l for l in out.splitlines() if "| ImageNet " in l and "Acc." in l)

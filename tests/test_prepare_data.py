@@ -7,10 +7,10 @@ import hashlib
 import importlib.util
 import io
 import json
-import os
 import shutil
 import sys
 import tarfile
+import urllib.request
 from pathlib import Path
 
 import pytest
@@ -18,9 +18,9 @@ import pytest
 from common.errors import UserError
 from dassl.data.datasets import DATASET_REGISTRY
 from datasets.testing import write_split_dataset
+from tests.helpers import real_split_file
 
 REPO = Path(__file__).resolve().parents[1]
-SPLITS = Path(os.environ.get("CALIB_SPLITS_DIR") or REPO.parent / "shared" / "data" / "splits")
 
 
 def _load():
@@ -34,11 +34,12 @@ def _load():
 pd = _load()
 
 
-def real(name: str) -> Path:
-    path = SPLITS / name
-    if not path.is_file():
-        pytest.skip(f"{path} not found")
-    return path
+def gdrive_id(item) -> str:
+    return item.sources[0].removeprefix("gdrive:")
+
+
+def md5(data: bytes) -> str:
+    return hashlib.md5(data).hexdigest()
 
 
 def run(capsys, *argv) -> tuple[int, str]:
@@ -82,7 +83,7 @@ def offline(monkeypatch):
         return _Response(served[url])
 
     monkeypatch.setattr(gdown, "download", fake_gdown)
-    monkeypatch.setattr(pd.urllib.request, "urlopen", fake_urlopen)
+    monkeypatch.setattr(urllib.request, "urlopen", fake_urlopen)
     return served, fetched
 
 
@@ -90,7 +91,10 @@ def offline(monkeypatch):
 def test_check_reports_every_dataset_on_an_empty_root(tmp_path, capsys):
     rc, out = run(capsys, "--check", "--root", str(tmp_path))
     assert rc == 1 and "0 of 15 ready" in out
-    rows = {line.split()[0]: line for line in out.splitlines() if line.split() and line.split()[0] in pd.BENCHMARKS}
+    rows = {}
+    for line in out.splitlines():   # a row's first line (a long "what to do" wraps onto more lines)
+        if line.split() and line.split()[0] in pd.BENCHMARKS:
+            rows.setdefault(line.split()[0], line)
     assert set(rows) == set(pd.BENCHMARKS)  # one row per dataset
     for name in pd.BENCHMARKS:
         cls = DATASET_REGISTRY.get(name)
@@ -111,8 +115,12 @@ def small_canonical(monkeypatch, name: str, n_classes: int = 3, per_class=(2, 1,
     cls = DATASET_REGISTRY.get(name)
     split = synthetic_split(n_classes, per_class)
     blob = json.dumps(split.to_json(), indent=4).encode()
-    monkeypatch.setitem(pd.KNOWN_FILES, cls.split_file,
-                        (frozenset({hashlib.sha256(blob).hexdigest()}), canonical_sha256(split.to_json())))
+    accepted, content = frozenset({hashlib.sha256(blob).hexdigest()}), canonical_sha256(split.to_json())
+    monkeypatch.setitem(pd.KNOWN_FILES, cls.split_file, (accepted, content))
+    plan = pd.PLANS[name]
+    monkeypatch.setitem(pd.PLANS, name, dataclasses.replace(plan, fetches=tuple(
+        dataclasses.replace(f, accepted=accepted, content_sha256=content) if f.dest == cls.split_file else f
+        for f in plan.fetches)))
     monkeypatch.setattr(cls, "expected", (*split.counts(), n_classes))
     return cls, split, blob
 
@@ -130,7 +138,7 @@ def test_check_ready_on_a_complete_fake_tree(tmp_path, capsys, monkeypatch):
 
 
 def test_split_files_are_verified_by_hash_or_content(tmp_path):
-    original = real("split_zhou_Caltech101.json").read_bytes()
+    original = real_split_file("split_zhou_Caltech101.json").read_bytes()
     path = tmp_path / "split_zhou_Caltech101.json"
     path.write_bytes(original)
     assert pd.verify_known_file(path) is None
@@ -178,14 +186,14 @@ def test_download_split_and_archive_then_ready(tmp_path, capsys, offline, monkey
     archive = tar_gz({f"dtd/images/{it.impath}": b"" for part in (split.train, split.val, split.test)
                       for it in part} | {"dtd/labels/train1.txt": b"x"})
     plan = pd.PLANS["DescribableTextures"]
-    served[plan.fetches[0].gdrive_id] = tmp_path / "served_split.json"
-    served[plan.fetches[1].url] = archive
+    served[gdrive_id(plan.fetches[0])] = tmp_path / "served_split.json"
+    served[plan.fetches[1].sources[0]] = archive
     md5 = hashlib.md5(archive).hexdigest()  # the real archive's md5 would not match the fake one
     monkeypatch.setitem(pd.PLANS, "DescribableTextures",
                         pd.Plan((plan.fetches[0], dataclasses.replace(plan.fetches[1], md5=md5))))
     rc, out = run(capsys, "--dataset", "dtd", "--root", str(tmp_path / "data"), "--yes")
     assert rc == 0 and "ready (12 images, 3 classes)" in out, out
-    assert fetched == [plan.fetches[0].gdrive_id, plan.fetches[1].url]
+    assert fetched == [gdrive_id(plan.fetches[0]), plan.fetches[1].sources[0]]
     data = tmp_path / "data" / "dtd"
     assert (data / "labels" / "train1.txt").is_file()  # the archive's "dtd/" is stripped into the dataset folder
     assert sorted(p.name for p in data.iterdir()) == ["images", "labels", cls.split_file]
@@ -212,7 +220,9 @@ def fgvc_archive(n_per_split: int = 2) -> tuple[bytes, tuple[int, int, int, int]
 def test_download_archive_with_a_nested_data_folder(tmp_path, capsys, offline, monkeypatch):
     served, fetched = offline
     archive, counts = fgvc_archive()
-    served[pd.PLANS["FGVCAircraft"].fetches[0].url] = archive
+    item = pd.PLANS["FGVCAircraft"].fetches[0]
+    served[item.sources[0]] = archive
+    monkeypatch.setitem(pd.PLANS, "FGVCAircraft", pd.Plan((dataclasses.replace(item, md5=md5(archive)),)))
     monkeypatch.setattr(DATASET_REGISTRY.get("FGVCAircraft"), "expected", counts)
     rc, out = run(capsys, "--dataset", "FGVCAircraft", "--root", str(tmp_path), "--yes")
     assert rc == 0 and "ready (12 images, 2 classes)" in out
@@ -226,13 +236,15 @@ def test_corrupt_download_is_rejected(tmp_path, capsys, offline, monkeypatch):
     plan = pd.PLANS["OxfordPets"]
     split = tmp_path / "fake_split.json"
     split.write_text('{"train": [], "val": [], "test": []}')
-    served[plan.fetches[0].gdrive_id] = split
-    served[plan.fetches[1].url] = tar_gz({"images/a.jpg": b""})  # md5 differs from the real archive's
-    served[plan.fetches[2].url] = tar_gz({"annotations/x.txt": b""})
+    served[gdrive_id(plan.fetches[0])] = split
+    served[plan.fetches[1].sources[0]] = tar_gz({"images/a.jpg": b""})  # md5 differs from the real archive's
+    served[plan.fetches[2].sources[0]] = tar_gz({"annotations/x.txt": b""})
     rc, out = run(capsys, "--dataset", "oxford_pets", "--root", str(tmp_path), "--yes")
     assert rc == 1
-    assert "split_zhou_OxfordPets.json differs from the canonical file" in out  # wrong split: removed
-    assert "images.tar.gz from https://www.robots.ox.ac.uk" in out and "has md5" in out
+    assert "split_zhou_OxfordPets.json: no source gave the file" in out    # wrong split: removed
+    assert "?id=1501r8Ber4nNKvmlFVQZ8SeUHTcdTTEqs: differs from the canonical file" in out
+    assert "images.tar.gz: no source gave the file with md5 5c4f3ee8" in out
+    assert "https://www.robots.ox.ac.uk/~vgg/data/pets/data/images.tar.gz: md5 " in out and "By hand:" in out
     left = sorted(p.name for p in (tmp_path / "oxford_pets").iterdir())
     assert left == []  # nothing half-downloaded stays behind
 
@@ -242,3 +254,25 @@ def test_non_interactive_without_yes_downloads_nothing(tmp_path, capsys, offline
     monkeypatch.setattr(sys, "stdin", io.StringIO(""))
     rc, out = run(capsys, "--dataset", "eurosat", "--root", str(tmp_path))
     assert rc == 1 and fetched == [] and "pass --yes" in out
+
+
+def test_splits_only_fetches_the_split_files_the_tests_read(tmp_path, capsys, offline, monkeypatch):
+    """Issue 23 item 3: the command a skipped test names gets the split file (no images), and the tests find it in
+    that data root through $CALIB_SPLITS_DIR."""
+    from tests.helpers import find_split_file
+
+    served, fetched = offline
+    cls, split, blob = small_canonical(monkeypatch, "DescribableTextures")
+    (tmp_path / "served_split.json").write_bytes(blob)
+    served[gdrive_id(pd.PLANS["DescribableTextures"].fetches[0])] = tmp_path / "served_split.json"
+    root = tmp_path / "splits"
+    rc, out = run(capsys, "--dataset", "dtd", "--dataset", "FGVCAircraft", "--root", str(root), "--splits-only",
+                  "--yes")
+    flat = " ".join(out.split())
+    assert rc == 0 and "DescribableTextures split files ready (split_zhou_DescribableTextures.json)" in flat, out
+    assert "FGVCAircraft no split file to fetch" in flat          # FGVC-Aircraft's split is in its archive
+    assert fetched == [gdrive_id(pd.PLANS["DescribableTextures"].fetches[0])]   # the split file, no archive
+    monkeypatch.setenv("CALIB_SPLITS_DIR", str(root))
+    assert find_split_file(cls.split_file) == root / "dtd" / cls.split_file
+    rc, out = run(capsys, "--dataset", "food101", "--root", str(root), "--splits-only", "--check")
+    assert rc == 1 and "split_zhou_Food101.json has no published checksum" in " ".join(out.split())

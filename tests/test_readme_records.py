@@ -6,6 +6,7 @@ import json
 import sys
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 from tests.helpers import make_image_folder
@@ -24,7 +25,7 @@ def test_readme_table_is_what_the_committed_records_give():
     assert update_readme.read_block(REPO / "README.md") == expected
 
 
-def _fake_records(planned, checker, acc):
+def _fake_records(planned, checker, acc, commit="abc123", seconds=30.0):
     for i, (run, runs) in enumerate(planned):
         base = next((r.args for r in runs if r.out_dir == run.depends), None)
         words = run.args
@@ -32,9 +33,12 @@ def _fake_records(planned, checker, acc):
                 "shots": int(words[words.index("DATASET.NUM_SHOTS") + 1]),
                 "seed": int(words[words.index("--seed") + 1]), "calib": "tcpt" if "--calib" in words else None,
                 "backbone": "ViT-B/16", "config": Path(words[words.index("--config-file") + 1]).stem,
-                "max_epoch": 50, "timings": {"train_seconds": 30.0, "eval_seconds": 6.0},
+                "max_epoch": 50, "timings": {"train_seconds": seconds, "eval_seconds": 6.0}, "git_commit": commit,
                 "identity": checker.expected(run.args, model_args=base)}
         run.out_dir.mkdir(parents=True, exist_ok=True)
+        rng = np.random.default_rng(i)   # the diagrams' predictions (the same for the same i)
+        np.savez(run.out_dir / "predictions.npz", logits=rng.normal(0, 3, (40, 4)).astype(np.float32),
+                 labels=rng.integers(0, 4, 40))
         (run.out_dir / "results.json").write_text(json.dumps({"metrics": {"accuracy": acc + i % 3, "ece": 2.0},
                                                               "run": info}))
 
@@ -70,5 +74,52 @@ def test_update_readme_refuses_stale_records_then_writes_what_the_copy_gives(tmp
     assert copied == sorted(r.out_dir.relative_to(out) / "results.json" for r, _ in planned)
     block = update_readme.read_block(readme)
     assert block == update_readme.readme_block(records, "CoOp", "ImageFolder", tmp_path / "img")
-    assert "| CoOp [vit_b16_ep50, 50 ep] | plain" in block and "The 14 runs behind this table took 8.4 min" in block
+    assert "| CoOp [vit_b16_ep50, 50 ep] | plain" in block and "The 14 runs behind this table took about 8 min" in block
     assert readme.read_text().startswith("intro\n") and readme.read_text().endswith("rest\n")
+
+
+def _snapshot(*folders: Path) -> dict:
+    return {p: (p.read_bytes(), p.stat().st_mtime_ns) for f in folders for p in sorted(f.rglob("*")) if p.is_file()}
+
+
+def test_regenerating_from_the_same_runs_changes_no_file(tmp_path):
+    """Issue 23 item 2: update_readme twice, and again after the same runs were rerun (another commit, other
+    timings, same identity and numbers), rewrites nothing: not the README, not a record, not a diagram."""
+    from tools.run_status import Checker
+
+    data = make_image_folder(tmp_path / "data", n_classes=4, per_class=6, size=16)
+    out, docs = tmp_path / "output", tmp_path / "docs"
+    records, img = docs / "records", docs / "img"
+    readme = docs / "README.md"
+    readme.parent.mkdir(parents=True)
+    readme.write_text(f"intro\n{update_readme.BEGIN}\nold numbers\n{update_readme.END}\nrest\n")
+    argv = ["--output", str(out), "--data", str(data), "--dataset", "ImageFolder", "--readme", str(readme),
+            "--records", str(records), "--img-dir", str(img)]
+    planned = update_readme.planned_runs(out, str(data), "CoOp", "ImageFolder")
+    _fake_records(planned, Checker(), 60.0)
+    assert update_readme.main(argv) == 0
+    block = update_readme.read_block(readme)
+    assert sorted(p.name for p in img.iterdir()) == ["toy_reliability_base.png", "toy_reliability_novel.png"]
+    assert "seeds pooled" in block and "pool the test predictions of seeds 1, 2 and 3" in block
+    first = _snapshot(docs)
+    assert update_readme.main(argv) == 0
+    assert _snapshot(docs) == first
+    _fake_records(planned, Checker(), 60.0, commit="def456", seconds=31.0)   # the same runs, rerun
+    assert update_readme.main(argv) == 0
+    assert _snapshot(docs) == first
+    # a committed record that names a machine path (made before records stored relative ones) is replaced
+    committed = records / planned[1][0].out_dir.relative_to(out) / "results.json"
+    rec = json.loads(committed.read_text())
+    rec["run"]["model_dir"] = "/home/someone/output/base2new/train_base"
+    committed.write_text(json.dumps(rec))
+    assert update_readme.main(argv) == 0
+    assert "/home/someone" not in committed.read_text()
+    first = _snapshot(docs)
+    # a run whose numbers changed is a real change: its record (and the table) are rewritten, nothing else
+    rec_path = planned[0][0].out_dir / "results.json"
+    rec = json.loads(rec_path.read_text())
+    rec["metrics"]["accuracy"] = 10.0
+    rec_path.write_text(json.dumps(rec))
+    assert update_readme.main(argv) == 0
+    changed = {p for p, v in _snapshot(docs).items() if first.get(p) != v}
+    assert changed == {readme, records / planned[0][0].out_dir.relative_to(out) / "results.json"}

@@ -17,20 +17,37 @@ from tools import children, sweep
 REPO = Path(__file__).resolve().parents[1]
 
 
+SANDBOX: dict[str, str] = {}   # this test's OUTPUT and DATA (set by at_repo_root)
+
+
 @pytest.fixture(autouse=True)
-def at_repo_root(monkeypatch):
+def at_repo_root(monkeypatch, tmp_path):
+    """Commands show paths relative to the checkout, as a user sees them; the sweeps' default OUTPUT and DATA are
+    this test's folders, never the checkout's output/ (a user's records there would change what is planned)."""
     monkeypatch.chdir(REPO)
+    monkeypatch.setitem(SANDBOX, "OUTPUT", str(tmp_path / "output"))
+    monkeypatch.setitem(SANDBOX, "DATA", str(tmp_path / "data"))
+
+
+def isolated(env: dict | None = None, **more) -> dict:
+    """``env`` with this test's OUTPUT and DATA unless it sets its own."""
+    return {**SANDBOX, **(env or {}), **more}
+
+
+def shown(line: str) -> str:
+    """A command line as it reads with the default OUTPUT (output) and DATA (./data)."""
+    return line.replace(SANDBOX["OUTPUT"], "output").replace(SANDBOX["DATA"], "./data")
 
 
 def dry(capsys, *argv, **env) -> list[str]:
-    env = {"DRY_RUN": "1", **env}
+    env = isolated({"DRY_RUN": "1", **env})
     if capsys is None:  # the commands as a list, without printing them
         _, units, _ = sweep.plan(argv[0], argv[1:], sweep.Settings.from_env(env))
-        return [run.command(env.get("PYTHON", "python")) for unit in units for run in unit.runs]
+        return [shown(run.command(env.get("PYTHON", "python"))) for unit in units for run in unit.runs]
     rc = sweep.main(list(argv), env=env)
     out = capsys.readouterr().out
     assert rc == 0, out
-    return out.splitlines()
+    return [shown(line) for line in out.splitlines()]
 
 
 def opt(words: list[str], key: str) -> str:
@@ -91,21 +108,21 @@ def test_opts_num_shots_sets_the_layout_and_conflicts_are_errors(capsys):
                      ({"OPTS": "DATASET.SUBSAMPLE_CLASSES all"}, "SUBSAMPLE_CLASSES"),
                      ({"OPTS": "OPTIM.MAX_EPOCH"}, "KEY VALUE"), ({"OPTS": "max_epoch 3"}, "not a config key"),
                      ({"SEEDS": "one"}, "SEEDS"), ({"SHOTS": "1 2"}, "one K")):
-        assert sweep.main(["base2novel", "coop", "caltech101"], env={"DRY_RUN": "1", **env}) == 2
+        assert sweep.main(["base2novel", "coop", "caltech101"], env=isolated({"DRY_RUN": "1", **env})) == 2
         assert msg in capsys.readouterr().err
 
 
 def test_user_errors_name_the_fix(capsys):
-    assert sweep.main(["base2novel", "coopp", "caltech101"], env={"DRY_RUN": "1"}) == 2
+    assert sweep.main(["base2novel", "coopp", "caltech101"], env=isolated({"DRY_RUN": "1"})) == 2
     err = capsys.readouterr().err
     assert 'Unknown method "coopp"' in err and 'Did you mean "coop"?' in err
-    assert sweep.main(["base2novel", "coop", "caltec101"], env={"DRY_RUN": "1"}) == 2
+    assert sweep.main(["base2novel", "coop", "caltec101"], env=isolated({"DRY_RUN": "1"})) == 2
     assert 'Did you mean "caltech101"?' in capsys.readouterr().err
-    assert sweep.main(["base2novel", "coop", "caltech101"], env={"DRY_RUN": "1", "CFG": "nope"}) == 2
+    assert sweep.main(["base2novel", "coop", "caltech101"], env=isolated({"DRY_RUN": "1", "CFG": "nope"})) == 2
     err = capsys.readouterr().err
     assert "config 'nope' of trainer CoOp not found; tried " in err and "configs/trainers/CoOp/nope.yaml" in err
     assert "vit_b16_ep50" in err and "CFG=" in err
-    assert sweep.main(["base2novel", "coop"], env={"DRY_RUN": "1"}) == 2
+    assert sweep.main(["base2novel", "coop"], env=isolated({"DRY_RUN": "1"})) == 2
     assert "usage: base2novel METHOD DATASET" in capsys.readouterr().err
 
 
@@ -179,15 +196,15 @@ def test_config_per_method_and_protocol(method, capsys):
     expected = {"base2novel": b2n, "cross_dataset": xd, "domain_generalization": xd, "few_shot": fs}
     for command, cfg in expected.items():
         argv = [command, method] + (["caltech101"] if command in ("base2novel", "few_shot") else [])
-        rc = sweep.main(argv, env={"DRY_RUN": "1", "SEEDS": "1", "CALIB": "off", "SHOTS": "16"})
+        rc = sweep.main(argv, env=isolated({"DRY_RUN": "1", "SEEDS": "1", "CALIB": "off", "SHOTS": "16"}))
         out, err = capsys.readouterr()
         if cfg is None:  # one clear line naming the protocol and the fix, nothing planned
             assert rc == 2 and out == "" and len(err.strip().splitlines()) == 1, (command, err)
             assert f"{sweep.METHODS[method].trainer} has no" in err and "CFG=" in err
             assert f"CFG={PROTOCOL_CONFIGS[method][0]}" in err
             # CFG runs it with the user's config
-            rc = sweep.main(argv, env={"DRY_RUN": "1", "SEEDS": "1", "CALIB": "off", "SHOTS": "16",
-                                       "CFG": PROTOCOL_CONFIGS[method][0]})
+            rc = sweep.main(argv, env=isolated({"DRY_RUN": "1", "SEEDS": "1", "CALIB": "off", "SHOTS": "16",
+                                       "CFG": PROTOCOL_CONFIGS[method][0]}))
             out = capsys.readouterr().out
             assert rc == 0 and f"/{PROTOCOL_CONFIGS[method][0]}.yaml" in out
             continue
@@ -328,12 +345,12 @@ def test_failure_shows_tail_and_command_then_goes_on(tmp_path, capsys):
 
 
 def test_shell_script_dry_run_and_usage(tmp_path):
-    env = dict(os.environ, DRY_RUN="1", SEEDS="1", CALIB="on", PYTHON=sys.executable)
+    env = dict(os.environ, **isolated(), DRY_RUN="1", SEEDS="1", CALIB="on", PYTHON=sys.executable)
     res = subprocess.run(["bash", "scripts/base2novel.sh", "coop", "caltech101"], capture_output=True, text=True,
                          env=env, cwd=REPO, timeout=60)
     assert res.returncode == 0, res.stderr
-    assert res.stdout.splitlines() == dry(None, "base2novel", "coop", "caltech101", SEEDS="1", CALIB="on",
-                                          PYTHON=sys.executable)
+    expected = dry(None, "base2novel", "coop", "caltech101", SEEDS="1", CALIB="on", PYTHON=sys.executable)
+    assert [shown(line) for line in res.stdout.splitlines()] == expected
     res = subprocess.run(["bash", "scripts/few_shot.sh", "coop"], capture_output=True, text=True, env=env,
                          cwd=REPO, timeout=60)
     assert res.returncode == 2 and "usage: few_shot METHOD DATASET" in res.stderr
@@ -343,6 +360,6 @@ def test_an_interpreter_without_the_requirements_is_one_line(monkeypatch, capsys
     """The method table comes from the trainer registry (torch); run by a python without the requirements (no venv
     active), the sweep says so in one line instead of a traceback."""
     monkeypatch.setitem(sys.modules, "trainers.plugins", None)  # its import now raises ModuleNotFoundError
-    assert sweep.main(["base2novel", "coop", "toy"], env={"DRY_RUN": "1"}) == 2
+    assert sweep.main(["base2novel", "coop", "toy"], env=isolated({"DRY_RUN": "1"})) == 2
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and "is not installed for" in err and "activate the project's environment" in err

@@ -67,7 +67,10 @@ def test_round_trip_each_method(runs, method, capsys):
         if method == "sals":
             assert record["base_run"] is None
         else:
-            assert record["base_run"] == str(base.resolve())  # the novel run found its base via run.model_dir
+            # the novel run found its base via run.model_dir (a base run is its own: "."); the record names it
+            # relative to its own folder, never by a machine path
+            assert record["base_run"] == ("../../train_base/seed1" if run_dir == novel else ".")
+            assert (run_dir / record["base_run"]).resolve() == base.resolve()
         if "ts" in method:
             assert record["temperature"] > 1.0  # x100 logits of noisy features are over-confident
             assert record["metrics"]["nll"] != before["nll"]
@@ -100,7 +103,7 @@ def test_relative_model_dir(tmp_path, capsys, monkeypatch):
     novel = write_run(tmp_path / "out" / "test_new", rng, 3, model_dir="out/train_base", with_val=False)
     monkeypatch.chdir(tmp_path)
     assert calibrate.main([str(novel), "--method", "ts", "--json"]) == 0
-    assert json.loads((novel / "results_ts.json").read_text())["base_run"] == str(base.resolve())
+    assert (novel / json.loads((novel / "results_ts.json").read_text())["base_run"]).resolve() == base.resolve()
 
 
 def test_missing_data_messages(tmp_path, capsys):
@@ -158,3 +161,42 @@ def test_calibrate_runs_as_a_script(runs):
                           capture_output=True, text=True, timeout=120, cwd=base)
     assert proc.returncode == 0, proc.stderr
     assert set(json.loads(proc.stdout)) == {"metrics"}
+
+
+@pytest.mark.parametrize("umask", [0o022, 0o027])
+def test_plots_keep_the_users_umask(runs, tmp_path, umask):
+    """Issue 23 item 6: a plot is as readable as any file the user writes (mkstemp alone would give 0600)."""
+    import os
+    import stat
+
+    base, _ = runs
+    old = os.umask(umask)
+    try:
+        out = tmp_path / "mode" / "rel.png"
+        assert plot.main(["reliability", str(base), "-o", str(out)]) == 0
+        out.write_bytes(out.read_bytes())                      # rewriting keeps the mode; check a fresh write too
+        fresh = tmp_path / "mode" / "margins.png"
+        assert plot.main(["margins", str(base), "-o", str(fresh)]) == 0
+    finally:
+        os.umask(old)
+    for png in (out, fresh):
+        assert stat.S_IMODE(png.stat().st_mode) == 0o666 & ~umask, oct(png.stat().st_mode)
+    assert [p.name for p in (tmp_path / "mode").iterdir() if p.name.startswith(".")] == []   # no temp files left
+
+
+def test_plot_pools_runs_into_one_series(tmp_path, capsys, monkeypatch):
+    """--pool K: every K runs (the seeds of one variant) are one series, their predictions concatenated."""
+    rng = np.random.default_rng(3)
+    seeds = [write_run(tmp_path / f"seed{s}", rng, 4) for s in (1, 2, 3)]
+    seen = []
+    monkeypatch.setattr(plot, "plot_reliability",
+                        lambda series, n_bins, title: seen.extend(series) or plot.plt.figure())
+    out = tmp_path / "pooled.png"
+    argv = ["reliability", *map(str, seeds), *map(str, seeds), "--pool", "3", "--labels", "a", "b", "-o", str(out)]
+    assert plot.main(argv) == 0 and _is_png(out)
+    assert [label for label, _, _ in seen] == ["a", "b"]
+    runs = [load_run(s) for s in seeds]
+    np.testing.assert_array_equal(seen[0][1], np.concatenate([r.logits for r in runs]))
+    np.testing.assert_array_equal(seen[0][2], np.concatenate([r.labels for r in runs]))
+    assert plot.main(["reliability", *map(str, seeds), "--pool", "2", "-o", str(tmp_path / "x.png")]) == 2
+    assert "groups of 2" in capsys.readouterr().err and not (tmp_path / "x.png").exists()

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 from pathlib import Path
 
@@ -73,7 +74,9 @@ def main(argv: list[str] | None = None) -> int:
     record = {
         "metrics": after,
         "method": args.method,
-        "base_run": None if args.method == "sals" else str(base.path.resolve()),
+        # relative to this run's folder, like results.json's run.model_dir: a record names no machine
+        "base_run": None if args.method == "sals" else Path(os.path.relpath(base.path.resolve(),
+                                                                             run.path.resolve())).as_posix(),
         "temperature": info["temperature"],
         "source": "results.json",
         "n_bins": args.n_bins,

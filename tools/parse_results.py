@@ -106,6 +106,11 @@ class Record:
         return self.calib + (f"+{self.posthoc}" if self.posthoc else "")
 
 
+def _resolved(run_dir: Path, model_dir) -> str | None:
+    """A record's ``model_dir`` as a path: records store it relative to their own run folder."""
+    return str(run_dir / model_dir) if model_dir else None
+
+
 def _record(path: Path, data: dict, run: dict, posthoc: str | None) -> Record:
     metrics = data.get("metrics")
     if not isinstance(metrics, dict) or "accuracy" not in metrics:
@@ -120,7 +125,7 @@ def _record(path: Path, data: dict, run: dict, posthoc: str | None) -> Record:
                   shots=run.get("shots"), backbone=str(run.get("backbone") or "?"),
                   config=str(run.get("config") or "?"), max_epoch=run.get("max_epoch"), calib=calib,
                   calib_params=json.dumps(params, sort_keys=True) if params else "", posthoc=posthoc,
-                  model_dir=run.get("model_dir") or None, weights=run.get("backbone_weights") or None,
+                  model_dir=_resolved(path.parent, run.get("model_dir")), weights=run.get("backbone_weights") or None,
                   options_id=(run.get("identity") or {}).get("options_id") or None,
                   method_cfg=json.dumps(run["method_cfg"], sort_keys=True) if run.get("method_cfg") else "",
                   precision=run.get("precision") or None)

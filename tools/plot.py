@@ -4,8 +4,10 @@
     python tools/plot.py reliability RUN_DIR [RUN_DIR ...] [--labels L ...] [--method ts ...] -o out.png
     python tools/plot.py margins     RUN_DIR [RUN_DIR ...] [--labels L ...] [--method none ...] -o out.png
 
-Several runs are overlaid (e.g. a base run and its --calib sibling). ``--method`` (none, ts, dac, ts+dac, sals)
-applies a post-hoc calibrator first: one value for every run, or one per run, so the same run can be drawn raw
+Several runs are overlaid (e.g. a base run and its --calib sibling). ``--pool K`` pools every K consecutive runs
+into one series (their test predictions concatenated, e.g. the seeds of one variant:
+``plot.py reliability CE_S1 CE_S2 CE_S3 CAL_S1 CAL_S2 CAL_S3 --pool 3 --labels plain calib``). ``--method``
+(none, ts, dac, ts+dac, sals) applies a post-hoc calibrator first: one value for every run, or one per run, so the same run can be drawn raw
 and calibrated (``plot.py reliability R R --method none ts``).
 """
 from __future__ import annotations
@@ -38,7 +40,10 @@ def build_parser() -> argparse.ArgumentParser:
                         ("margins", "histogram of top-1 margins z_y - max_{j!=y} z_j")):
         s = sub.add_parser(name, help=help_)
         s.add_argument("runs", nargs="+", metavar="RUN_DIR")
-        s.add_argument("--labels", nargs="+", default=None, help="legend labels, one per run")
+        s.add_argument("--labels", nargs="+", default=None, help="legend labels, one per series (per run without "
+                       "--pool)")
+        s.add_argument("--pool", type=int, default=1, metavar="K", help="pool every K consecutive runs into one "
+                       "series (e.g. the seeds of one variant); default 1: each run is its own series")
         s.add_argument("--method", nargs="+", type=str.lower, default=["none"], choices=METHOD_CHOICES,
                        help="post-hoc calibrator: one for all runs or one per run (default none)")
         s.add_argument("--base-run", default=None, metavar="DIR", help="base run for ts/dac (default: each "
@@ -61,16 +66,28 @@ def _per_run(values: list[str] | None, n: int, what: str) -> list[str] | None:
 
 
 def _load(args) -> list[tuple[str, np.ndarray, np.ndarray]]:
-    """(label, logits, labels) per run, after the requested post-hoc method."""
+    """(label, logits, labels) per series (a run, or ``--pool`` consecutive runs concatenated), after the requested
+    post-hoc method (applied per run)."""
+    k = args.pool
+    if k < 1 or len(args.runs) % k:
+        raise UserError(f"--pool {k}: the {len(args.runs)} runs must split into groups of {k} (one group per series)")
     methods = _per_run(args.method, len(args.runs), "--method")
-    labels = _per_run(args.labels, len(args.runs), "--labels")
-    out = []
-    for i, (run_dir, method) in enumerate(zip(args.runs, methods)):
+    labels = _per_run(args.labels, len(args.runs) // k, "--labels" + (f" (one per group of {k} runs)" if k > 1 else ""))
+    per_run = []
+    for run_dir, method in zip(args.runs, methods):
         run = load_run(run_dir)
         base = resolve_base_run(run, args.base_run) if method in ("ts", "dac", "ts+dac") else run
         logits, _ = apply_posthoc(method, run, base)
-        label = labels[i] if labels else (Path(run_dir).name + ("" if method == "none" else f" +{method}"))
-        out.append((label, logits, run.labels))
+        per_run.append((Path(run_dir).name + ("" if method == "none" else f" +{method}"), logits, run.labels))
+    out = []
+    for i in range(0, len(per_run), k):
+        group = per_run[i:i + k]
+        widths = {logits.shape[1] for _, logits, _ in group}
+        if len(widths) > 1:
+            raise UserError(f"--pool {k}: runs {', '.join(args.runs[i:i + k])} score different numbers of classes "
+                            f"({sorted(widths)}); pool only runs of one test set")
+        label = labels[i // k] if labels else " + ".join(name for name, _, _ in group)
+        out.append((label, np.concatenate([g[1] for g in group]), np.concatenate([g[2] for g in group])))
     return out
 
 
@@ -119,7 +136,7 @@ def plot_margins(series, bins: int, title: str | None):
 
 
 def _save(fig, path: str) -> None:
-    """Save as PNG atomically (common.atomic: the file gets the umask's mode, like a plain open())."""
+    """Save as PNG atomically, with the mode a plain open() gives under the user's umask (others can read it)."""
     try:
         with atomic_open(path, "wb") as f:
             fig.savefig(f, format="png", dpi=120)

@@ -10,7 +10,12 @@ files are copied to ``docs/results/<dataset>/`` (committed: the records behind t
 ``<!-- toy-results:begin -->`` and ``<!-- toy-results:end -->`` in README.md is replaced with the table
 ``scripts/base2novel.sh`` prints (``tools/parse_results.py --summary``), computed from that copy, so
 ``tests/test_readme_records.py`` can check that the README equals what the committed records give. The reliability
-diagrams of the novel and base test sets, CE vs ``--calib``, go to ``docs/img/`` (from the runs' predictions).
+diagrams of the novel and base test sets, CE vs ``--calib``, all seeds pooled, go to ``docs/img/`` (from the runs'
+predictions).
+
+Regeneration is quiet: a committed record whose identity and metrics equal the fresh one's stays as it is (a rerun
+differs only in its commit, timings and the like), and the README and the diagrams are written only when their
+content changes, so running this tool twice, or after rerunning the same runs, changes no file.
 """
 from __future__ import annotations
 
@@ -20,6 +25,8 @@ import io
 import json
 import shutil
 import sys
+import tempfile
+import textwrap
 from pathlib import Path
 from typing import Sequence
 
@@ -39,14 +46,24 @@ def summary_table(output: Path, method: str, dataset: str) -> str:
     return buf.getvalue().rstrip()
 
 
-def seed_runs(run_dirs: Sequence[Path], trainer: str, dataset: str, subsample: str, seed: int) -> dict[str, Path]:
-    """Run folders of one seed among ``run_dirs``, keyed by variant ("ce" = without --calib, else the calib name)."""
-    runs = {}
+def variant_runs(run_dirs: Sequence[Path], trainer: str, dataset: str, subsample: str) -> dict[str, dict[int, Path]]:
+    """Run folders among ``run_dirs`` by variant ("ce" = without --calib, else the calib name), then by seed."""
+    runs: dict[str, dict[int, Path]] = {}
     for folder in run_dirs:
         run = json.loads((folder / "results.json").read_text())["run"]
-        if (run["trainer"], run["dataset"], run["subsample"], run["seed"]) == (trainer, dataset, subsample, seed):
-            runs[run["calib"] or "ce"] = folder
+        if (run["trainer"], run["dataset"], run["subsample"]) == (trainer, dataset, subsample):
+            runs.setdefault(run["calib"] or "ce", {})[run["seed"]] = folder
     return runs
+
+
+def record_seeds(records: Path, trainer: str, dataset: str) -> list[int]:
+    """The seeds of ``trainer``'s records on ``dataset`` under ``records`` (what the pooled diagrams pool)."""
+    seeds = set()
+    for path in records.rglob("results.json"):
+        run = json.loads(path.read_text())["run"]
+        if run["trainer"] == trainer and run["dataset"] == dataset:
+            seeds.add(run["seed"])
+    return sorted(seeds)
 
 
 def runs_time(output: Path, trainers: Sequence[str], dataset: str) -> tuple[int, float]:
@@ -95,14 +112,82 @@ def check_fresh(planned: list[tuple]) -> None:
                            "scripts/base2novel.sh coop toy && bash scripts/base2novel.sh zsclip toy; then this tool.")
 
 
-def copy_records(planned: list[tuple], output: Path, records: Path) -> None:
-    """The runs' results.json under ``records`` (replaced as a whole), at their paths relative to ``output``."""
-    if records.exists():
-        shutil.rmtree(records)
+# What a rerun of the same run changes by nature: not part of what a committed record says.
+VOLATILE = ("git_commit", "timings", "versions")   # versions: the identity holds those that matter
+
+
+def same_record(a: dict, b: dict) -> bool:
+    """Whether two run records hold the same run: the same identity (code, config, data split, libraries), the
+    same metrics and the same other fields (e.g. ``model_dir``), whatever their commit and timings."""
+    def core(rec: dict) -> dict:
+        run = rec.get("run") or {}
+        return {**rec, "run": {k: v for k, v in run.items() if k not in VOLATILE}}
+
+    return core(a) == core(b) and (a.get("run") or {}).get("identity") is not None
+
+
+def copy_records(planned: list[tuple], output: Path, records: Path) -> list[Path]:
+    """The runs' results.json under ``records``, at their paths relative to ``output``: a committed record that
+    :func:`same_record` as the fresh one is left in place; records of runs no longer planned are removed. Returns
+    the files written or removed."""
+    changed, keep = [], set()
     for run, _ in planned:
         target = records / run.out_dir.relative_to(output) / "results.json"
+        keep.add(target)
+        source = run.out_dir / "results.json"
+        if target.is_file():
+            try:
+                if same_record(json.loads(target.read_text()), json.loads(source.read_text())):
+                    continue
+            except ValueError:  # a damaged committed copy is replaced
+                pass
         target.parent.mkdir(parents=True, exist_ok=True)
-        shutil.copyfile(run.out_dir / "results.json", target)
+        shutil.copyfile(source, target)
+        changed.append(target)
+    for old in sorted(records.rglob("*")) if records.is_dir() else []:
+        if old.is_file() and old not in keep:
+            old.unlink()
+            changed.append(old)
+    for folder in sorted((p for p in records.rglob("*") if p.is_dir()), reverse=True) if records.is_dir() else []:
+        if not any(folder.iterdir()):
+            folder.rmdir()
+    return changed
+
+
+def write_if_changed(path: Path, data: bytes) -> bool:
+    """Write ``data`` to ``path`` unless it already holds exactly that (an unchanged file keeps its mtime)."""
+    if path.is_file() and path.read_bytes() == data:
+        return False
+    from common.atomic import atomic_write_bytes
+
+    atomic_write_bytes(path, data)
+    return True
+
+
+def plot_pooled(runs: dict[str, dict[int, Path]], png: Path, title: str) -> bool:
+    """The reliability diagram of CE vs --calib, each variant's seeds pooled, into ``png`` when its bytes change;
+    False when the runs lack predictions or the two variants have different seeds."""
+    from tools import plot
+
+    ce, cal = runs.get("ce", {}), runs.get("tcpt", {})
+    runs_dirs = [d for variant in (ce, cal) for d in variant.values()]
+    if not ce or set(ce) != set(cal) or not all((d / "predictions.npz").is_file() for d in runs_dirs):
+        return False
+    seeds = sorted(ce)
+    with tempfile.TemporaryDirectory() as tmp:
+        out = Path(tmp) / png.name
+        with contextlib.redirect_stdout(io.StringIO()):
+            code = plot.main(["reliability", *(str(ce[s]) for s in seeds), *(str(cal[s]) for s in seeds),
+                              "--pool", str(len(seeds)), "--labels", "without --calib", "with --calib",
+                              "-o", str(out), "--title", title])
+        if code != 0:
+            raise SystemExit(f"update_readme: tools/plot.py could not draw {png.name} (exit code {code})")
+        write_if_changed(png, out.read_bytes())
+    return True
+
+
+def seeds_text(seeds: Sequence[int]) -> str:
+    return ", ".join(map(str, seeds[:-1])) + f" and {seeds[-1]}" if len(seeds) > 1 else str(seeds[0])
 
 
 def readme_block(records: Path, method: str, dataset: str, img_dir: Path) -> str:
@@ -110,15 +195,25 @@ def readme_block(records: Path, method: str, dataset: str, img_dir: Path) -> str
     reliability diagrams present in ``img_dir``."""
     table = summary_table(records, method, dataset)
     count, seconds = runs_time(records, [method, "ZeroshotCLIP"], dataset)
-    timing = (f"The {count} runs behind this table took {seconds / 60:.1f} min of training and evaluation in all "
-              "(their run records' `timings`).")
+    minutes = f"about {round(seconds / 60)} min" if seconds >= 90 else "under 2 min"   # stable to the records' rounding
+    timing = (f"The {count} runs behind this table took {minutes} of training and evaluation in all (the `timings` "
+              "of their run records; the sweep's own wall-clock time adds process start-up and data loading).")
     images = [(label, img_dir / f"toy_reliability_{label}.png") for label in ("novel", "base")]
+
     def rel(p: Path) -> str:
         p = Path(p).resolve()
         return p.relative_to(REPO).as_posix() if p.is_relative_to(REPO) else str(p)
 
-    lines = [f"![reliability diagram, {label} classes]({rel(png)})" for label, png in images if png.is_file()]
-    return "\n".join(["```", table, "```", "", timing, ""] + lines).rstrip("\n")
+    seeds = record_seeds(records, method, dataset)
+    lines = [f"![reliability diagram, {label} classes, seeds pooled]({rel(png)})" for label, png in images
+             if png.is_file()]
+    if lines and seeds:
+        lines.append("")
+        lines.append(f"The reliability diagrams pool the test predictions of seeds {seeds_text(seeds)} of each "
+                     "variant; the ECE in their legends is that of the pooled predictions, not the table's mean "
+                     "over seeds.")
+    return "\n".join(["```", table, "```", "", textwrap.fill(timing, 118), ""]
+                     + [textwrap.fill(line, 118) for line in lines]).rstrip("\n")
 
 
 def read_block(path: Path, begin: str = BEGIN, end: str = END) -> str:
@@ -135,7 +230,7 @@ def replace_block(path: Path, begin: str, end: str, body: str) -> None:
         raise SystemExit(f"{path} has no {begin} ... {end} block")
     head, rest = text.split(begin, 1)
     _, tail = rest.split(end, 1)
-    path.write_text(f"{head}{begin}\n{body}\n{end}{tail}")
+    write_if_changed(path, f"{head}{begin}\n{body}\n{end}{tail}".encode())
 
 
 def main(argv=None) -> int:
@@ -144,7 +239,6 @@ def main(argv=None) -> int:
     ap.add_argument("--data", default="./data", help="the sweeps' DATA (to check the records' data split)")
     ap.add_argument("--method", default="CoOp")
     ap.add_argument("--dataset", default="Toy")
-    ap.add_argument("--seed", type=int, default=1, help="seed whose runs the reliability diagrams show")
     ap.add_argument("--readme", default=str(REPO / "README.md"))
     ap.add_argument("--img-dir", default=str(REPO / "docs" / "img"))
     ap.add_argument("--records", default=None, help="where the records are copied (default docs/results/<dataset>)")
@@ -153,22 +247,24 @@ def main(argv=None) -> int:
     planned = planned_runs(output, args.data, args.method, args.dataset)
     check_fresh(planned)
     records = Path(args.records or REPO / "docs" / "results" / args.dataset.lower())
-    copy_records(planned, output, records)
-
-    from tools import plot
+    changed = copy_records(planned, output, records)
 
     img_dir = Path(args.img_dir)
     img_dir.mkdir(parents=True, exist_ok=True)
     for subsample, label in (("new", "novel"), ("base", "base")):
-        runs = seed_runs([r.out_dir for r, _ in planned], args.method, args.dataset, subsample, args.seed)
-        if {"ce", "tcpt"} <= set(runs) and all((runs[k] / "predictions.npz").is_file() for k in ("ce", "tcpt")):
-            png = img_dir / f"toy_reliability_{label}.png"
-            plot.main(["reliability", str(runs["ce"]), str(runs["tcpt"]), "--labels", "without --calib", "with --calib",
-                       "-o", str(png), "--title", f"{args.method} on {args.dataset}, {label} classes, seed {args.seed}"])
+        runs = variant_runs([r.out_dir for r, _ in planned], args.method, args.dataset, subsample)
+        seeds = sorted(runs.get("ce", {}))
+        title = (f"{args.method} on {args.dataset}, {label} classes, seeds {seeds_text(seeds)} pooled" if seeds
+                 else "")
+        png = img_dir / f"toy_reliability_{label}.png"
+        if not plot_pooled(runs, png, title):
+            print(f"update_readme: no {label} diagram drawn (the runs lack predictions.npz, or the variants' seeds "
+                  f"differ); {png} is left as it was", file=sys.stderr)
     block = readme_block(records, args.method, args.dataset, img_dir)
     replace_block(Path(args.readme), BEGIN, END, block)
     print(block)
-    print(f"README updated from the {len(planned)} records copied to {records}")
+    print(f"README block from the {len(planned)} records under {records} ({len(changed)} record files written or "
+          "removed; the others hold the same runs and were left as they are)")
     return 0
 
 

@@ -80,6 +80,18 @@ def _jsonable(obj):
     return str(obj)
 
 
+def relative_to_run(path: str | os.PathLike | None, run_dir: str | os.PathLike) -> str | None:
+    """``path`` relative to the run folder ``run_dir`` (POSIX separators), so a record names no machine and still
+    leads to its base run after the output tree is moved or copied; readers join it to the record's folder
+    (calibration.runs.resolve_base_run). Absolute only when no relative path exists (another drive)."""
+    if not path:
+        return None
+    try:
+        return Path(os.path.relpath(os.path.abspath(path), os.path.abspath(run_dir))).as_posix()
+    except ValueError:
+        return os.path.abspath(path)
+
+
 def method_node(trainer) -> dict[str, Any]:
     """The trainer's own ``TRAINER.<node>`` keys: its ``cfg_node``, else the upper-case trainer name (the CoOp-family
     convention); {} when there is no such node."""
@@ -130,7 +142,7 @@ def run_info(trainer, eval_seconds: float, num_test: int | None = None) -> dict[
         "method_cfg": method_node(trainer),  # TRAINER.<method> (parse_results --reference pairs like with like)
         "config": cfg.get("CONFIG_NAME", "") or None,
         "max_epoch": cfg.OPTIM.MAX_EPOCH,
-        "model_dir": getattr(trainer, "_loaded_from", None),
+        "model_dir": relative_to_run(getattr(trainer, "_loaded_from", None), trainer.output_dir),
         "load_epoch": getattr(trainer, "_loaded_epoch", None),
         "num_classes": len(dataset.classnames),
         "num_test": len(dataset.test) - len(skipped.get("test", [])) if num_test is None else num_test,
