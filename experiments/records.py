@@ -1,0 +1,69 @@
+"""The one reader of run records and the one scanner of run folders: every ``results.json`` the experiments library
+looks at is found by :func:`scan` and read by :func:`read_results`.
+
+A run folder holds its record (``results.json``: ``metrics``, ``run``) and, beside it, post-hoc records
+(``results_<method>.json``, tools/calibrate.py). A rerun moves an old record into ``previous/<time>/``
+(trainers/run_folder.py); the scanner never looks there.
+"""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+from trainers.run_folder import PREVIOUS
+
+RESULTS = "results.json"
+
+
+def has_record(run_dir: str | Path) -> bool:
+    """A finished run leaves ``results.json`` (written last, atomically)."""
+    return (Path(run_dir) / RESULTS).is_file()
+
+
+def read_results(path: str | Path) -> dict[str, Any]:
+    """The parsed record of a run folder or of a results file (``results.json``, ``results_<m>.json``). Raises
+    OSError or ValueError (not JSON, not an object)."""
+    path = Path(path)
+    if path.is_dir():
+        path = path / RESULTS
+    data = json.loads(path.read_text())
+    if not isinstance(data, dict):
+        raise ValueError(f"{path}: not a JSON object")
+    return data
+
+
+def run_info(path: str | Path) -> dict[str, Any]:
+    """The ``run`` part of a record (``{}`` when absent)."""
+    run = read_results(path).get("run") or {}
+    if not isinstance(run, dict):
+        raise ValueError("run is not an object")
+    return run
+
+
+def recorded_identity(run_dir: str | Path) -> dict | None:
+    """``run.identity`` of a run folder's record (None when it has none). Raises like :func:`read_results`."""
+    return run_info(run_dir).get("identity")
+
+
+def result_line(run_dir: str | Path) -> str:
+    """``acc 97.98  ece 1.01`` from a run's record ('(results.json unreadable)' when it cannot be read)."""
+    try:
+        m = read_results(run_dir)["metrics"]
+        return f"acc {m['accuracy']:.2f}  ece {m['ece']:.2f}"
+    except (OSError, ValueError, KeyError, TypeError):
+        return "(results.json unreadable)"
+
+
+def scan(root: str | Path) -> list[Path]:
+    """Every ``results.json`` under ``root`` (``root`` itself when it is a file), sorted, without the records moved
+    aside into ``previous/``."""
+    root = Path(root)
+    if root.is_file():
+        return [root]
+    return sorted(p for p in root.rglob(RESULTS) if PREVIOUS not in p.relative_to(root).parts[:-1])
+
+
+def posthoc_files(results: Path) -> list[Path]:
+    """The post-hoc records beside a ``results.json`` (``results_<method>.json``)."""
+    return sorted(results.parent.glob("results_*.json"))
