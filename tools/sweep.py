@@ -70,9 +70,7 @@ def main(argv: Sequence[str] | None = None, env: Mapping[str, str] | None = None
     except SweepError as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
-    if s.dry_run:
-        for note in notes:
-            print(note, file=sys.stderr)
+    if s.dry_run:  # the commands name the sweep's own settings (--sweep-opt)
         return sweep.dry_run(units, s)
     error = sweep.check_data(units, s)
     if error:
