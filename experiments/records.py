@@ -11,8 +11,6 @@ import json
 from pathlib import Path
 from typing import Any
 
-from trainers.run_folder import PREVIOUS
-
 RESULTS = "results.json"
 
 
@@ -58,6 +56,8 @@ def result_line(run_dir: str | Path) -> str:
 def scan(root: str | Path) -> list[Path]:
     """Every ``results.json`` under ``root`` (``root`` itself when it is a file), sorted, without the records moved
     aside into ``previous/``."""
+    from trainers.run_folder import PREVIOUS  # defined where records are moved aside (imports the trainers)
+
     root = Path(root)
     if root.is_file():
         return [root]
