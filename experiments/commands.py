@@ -12,6 +12,8 @@ from pathlib import Path
 from typing import Sequence, TextIO
 
 from experiments.errors import LaunchError
+from experiments.planner import Run
+from experiments.records import has_record
 
 ENV_RE = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*=")
 
@@ -29,8 +31,6 @@ class Job:
     def as_run(self):
         """The command as the sweep's ``Run`` (train.py's arguments, folder, kind), whose ``done`` is the one test
         of a finished run."""
-        from experiments.planner import Run
-
         start = 2 if len(self.argv) > 1 and self.argv[1].endswith(".py") else 1   # after [python] train.py
         return Run(self.output_dir, self.argv[start:], "eval" if self.model_dir else "train", self.model_dir)
 
@@ -96,7 +96,7 @@ def parse_commands(lines: Sequence[str]) -> list[Job]:
 
 def blocked_reason(job: Job, jobs: list[Job]) -> str | None:
     """Why ``job`` can never run: its --model-dir is neither finished nor produced by a listed command."""
-    if job.model_dir is None or job.deps or (job.model_dir / "results.json").is_file():
+    if job.model_dir is None or job.deps or has_record(job.model_dir):
         return None
     return f"its --model-dir {job.model_dir} is not finished and no listed command trains it"
 
@@ -110,7 +110,7 @@ def dependency_args(job: Job, jobs: list[Job]) -> list[str] | None:
 
 def job_status(job: Job, jobs: list[Job], checker) -> tuple[str, list[str]]:
     """``done`` (a record of the identity the command would have now), ``stale`` (with what differs) or
-    ``missing``: the one test of a finished command for both backends (tools/run_status.py)."""
+    ``missing``: the one test of a finished command for both backends (experiments/run_status.py)."""
     from experiments.run_status import train_args
 
     args = train_args(job.argv)

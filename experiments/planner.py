@@ -21,6 +21,7 @@ from experiments.methods import resolve_method
 from experiments.protocols import (DATASET_OPTS, DEFAULT_BACKBONE, FEW_SHOT_DATASET_OPTS, FEW_SHOT_KS, REPO,
                                    SOURCE_DATASET, config_backbone, config_file_values, dataset_config, display,
                                    method_config, path_token)
+from experiments.records import has_record
 from experiments.settings import Settings
 
 SWEEP_OPT = "--sweep-opt"   # train.py's flag for a setting the sweep applies itself
@@ -36,8 +37,6 @@ class Run:
 
     @property
     def done(self) -> bool:
-        from experiments.records import has_record
-
         return has_record(self.out_dir)
 
     def argv(self, python: str) -> list[str]:
@@ -245,8 +244,6 @@ def applied_settings_notes(units: Sequence[Unit], user_opts: Sequence[str]) -> l
     """One console line per (dataset, config) whose runs get settings of the sweep's own beyond the thread policy
     (the toy protocol, PromptSRC's few-shot GPA), naming the config file's value each replaces; keys the user's
     OPTS set are left out (the user's value wins)."""
-    from experiments.protocols import dataset_config as ds_config
-
     notes, seen = [], set()
     mine = set(user_opts[0::2])
     for unit in units:
@@ -257,7 +254,7 @@ def applied_settings_notes(units: Sequence[Unit], user_opts: Sequence[str]) -> l
         if not pairs or key in seen or unit.config is None:
             continue
         seen.add(key)
-        files = {**config_file_values(ds_config(unit.dataset)), **config_file_values(unit.config)}
+        files = {**config_file_values(dataset_config(unit.dataset)), **config_file_values(unit.config)}
         shown = []
         for k, v in pairs:
             was = files.get(k)
