@@ -1,5 +1,6 @@
-"""Every process the experiments library starts goes through here: train.py children that never outlive the
-sweep or launcher that started them, and the short cluster commands (``squeue``, ``scancel``) it asks.
+"""Every process the experiments library starts goes through here: the sweep's and the local launcher's train.py
+children, which never outlive the process that started them; a SLURM task's runs; and the short cluster commands
+(``squeue``, ``scancel``) the SLURM launcher asks.
 
 - :func:`start` runs a child in its own session (process group), so a terminal's Ctrl-C reaches the parent only
   and the parent decides; on Linux the child also asks the kernel for SIGTERM when its parent dies
@@ -51,15 +52,12 @@ def start(argv: Sequence[str], **popen_kwargs) -> subprocess.Popen:
 
 
 def run_to_file(argv: Sequence[str], path, env: dict | None = None) -> int:
-    """Run ``argv`` (its own process group, ended with the caller) with stdout+stderr written to ``path``; its exit
-    code. An exception while waiting (Ctrl-C, SIGTERM) stops the child's group before it propagates."""
+    """Run ``argv`` to its end with stdout+stderr written to ``path``; its exit code. Unlike :func:`start`, the child
+    stays in the caller's process group and session (a SLURM task's runs: the job step tracks and signals them as
+    one), and it is killed if waiting is interrupted (``subprocess.run``'s rule)."""
     with open(path, "w") as f:
-        proc = start(argv, stdout=f, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, env=env)
-        try:
-            return proc.wait()
-        except BaseException:
-            stop(proc)
-            raise
+        return subprocess.run(list(argv), stdout=f, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
+                              env=env).returncode
 
 
 def capture(argv: Sequence[str]) -> subprocess.CompletedProcess:
