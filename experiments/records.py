@@ -1,9 +1,11 @@
 """The one reader of run records and the one scanner of run folders: every ``results.json`` the experiments library
 looks at is found by :func:`scan` and read by :func:`read_results`.
 
-A run folder holds its record (``results.json``: ``metrics``, ``run``) and, beside it, post-hoc records
-(``results_<method>.json``, tools/calibrate.py). A rerun moves an old record into ``previous/<time>/``
-(trainers/run_folder.py); the scanner never looks there.
+A run folder holds its record (``results.json``: ``metrics``, ``run``; the name is the writer's,
+``trainers.record.RESULTS``) and, beside it, post-hoc records (``results_<method>.json``, tools/calibrate.py). A rerun
+moves an old record into ``previous/<time>/`` (``trainers.run_folder.PREVIOUS``); the scanner never looks there.
+Both names are imported where they are used: importing them loads the trainers, which a table does not need
+otherwise.
 """
 from __future__ import annotations
 
@@ -11,12 +13,16 @@ import json
 from pathlib import Path
 from typing import Any
 
-RESULTS = "results.json"
+def results_name() -> str:
+    """``results.json``: the record's file name, as the writer (trainers/record.py) names it."""
+    from trainers.record import RESULTS
+
+    return RESULTS
 
 
 def has_record(run_dir: str | Path) -> bool:
     """A finished run leaves ``results.json`` (written last, atomically)."""
-    return (Path(run_dir) / RESULTS).is_file()
+    return (Path(run_dir) / results_name()).is_file()
 
 
 def read_results(path: str | Path) -> dict[str, Any]:
@@ -24,7 +30,7 @@ def read_results(path: str | Path) -> dict[str, Any]:
     OSError or ValueError (not JSON, not an object)."""
     path = Path(path)
     if path.is_dir():
-        path = path / RESULTS
+        path = path / results_name()
     data = json.loads(path.read_text())
     if not isinstance(data, dict):
         raise ValueError(f"{path}: not a JSON object")
@@ -61,7 +67,7 @@ def scan(root: str | Path) -> list[Path]:
     root = Path(root)
     if root.is_file():
         return [root]
-    return sorted(p for p in root.rglob(RESULTS) if PREVIOUS not in p.relative_to(root).parts[:-1])
+    return sorted(p for p in root.rglob(results_name()) if PREVIOUS not in p.relative_to(root).parts[:-1])
 
 
 def posthoc_files(results: Path) -> list[Path]:
