@@ -5,8 +5,8 @@ r"""Train or evaluate a prompt-tuning method, with the CoOp-family command line 
         --config-file configs/trainers/CoOp/vit_b16_ep50.yaml \
         --output-dir output/... DATASET.NUM_SHOTS 16 DATASET.SUBSAMPLE_CLASSES base
 
-Config merge order (docs/engine_api.md#merge-order): defaults <- extend_cfg <- dataset yaml <- method yaml <- CLI flags
-<- KEY VALUE opts, which have the final word.
+Config merge order (docs/engine_api.md#merge-order): defaults <- extend_cfg <- dataset yaml <- method yaml <- CLI flags <- the
+sweep's own ``--sweep-opt KEY VALUE`` settings <- KEY VALUE opts, which have the final word.
 """
 from __future__ import annotations
 
@@ -148,13 +148,18 @@ def setup_cfg(args) -> CN:
         raise UserError("the options after the flags must be KEY VALUE pairs, but an odd number was given (a key "
                         f"without its value?): {' '.join(map(str, args.opts))}")
     known = flatten_cfg(cfg)
-    for key in args.opts[0::2]:  # before yacs, which fails on some bad keys with a bare TypeError
-        if key not in known:
-            raise _cfg_error(KeyError(f"Non-existent key: {key}"), "command-line option", cfg)
-    try:
-        cfg.merge_from_list(args.opts)
-    except (KeyError, AssertionError, ValueError, TypeError) as exc:
-        raise _cfg_error(exc, "command-line option", cfg) from None
+    sweep_opts = list(getattr(args, "sweep_opts", None) or [])
+    # the sweep's own settings (--sweep-opt) first, then the user's KEY VALUE options, which have the final word
+    for source, opts in (("--sweep-opt", sweep_opts), ("command-line option", args.opts)):
+        for key in opts[0::2]:  # before yacs, which fails on some bad keys with a bare TypeError
+            if key not in known:
+                raise _cfg_error(KeyError(f"Non-existent key: {key}"), source, cfg)
+        try:
+            cfg.merge_from_list(opts)
+        except (KeyError, AssertionError, ValueError, TypeError) as exc:
+            raise _cfg_error(exc, source, cfg) from None
+    from calibration.regularizers import resolve_calib_name
+
     cfg.TRAINER.CALIB.NAME = resolve_calib_name(cfg.TRAINER.CALIB.NAME)
     cfg.freeze()
     return cfg
@@ -273,7 +278,7 @@ def _run(args, cfg) -> None:
     if args.eval_only:
         plugins.load_model(trainer, args.model_dir, args.load_epoch)
     trainer.identity = identity.identity(cfg, getattr(trainer.dm.dataset, "split_sha256", None),
-                                         getattr(trainer, "_loaded_identity", None), args.opts)
+                                         getattr(trainer, "_loaded_identity", None), args.opts, args.sweep_opts)
     if not args.eval_only and not args.no_train and hasattr(trainer, "resume_plan"):
         stale_checkpoints = trainer.resume_plan()
     run_folder.start(cfg.OUTPUT_DIR, held, stale_checkpoints)  # the previous record moves aside only now
@@ -317,6 +322,10 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--deterministic", action="store_true",
                         help="deterministic algorithms (identical results for identical commands)")
     parser.add_argument("--debug", action="store_true", help="show full tracebacks")
+    parser.add_argument("--sweep-opt", nargs=2, action="append", default=[], metavar=("KEY", "VALUE"),
+                        help="a setting the sweep applies itself (repeatable; e.g. the toy protocol's epochs): "
+                             "merged before the KEY VALUE options, which override it, and recorded as the run's "
+                             "sweep_options, not as its options")
     parser.add_argument("opts", default=None, nargs=argparse.REMAINDER,
                         help="modify config options using the command-line")
     return parser
@@ -329,6 +338,7 @@ def parse_args(argv=None):
         args.opts = [args.calib] + list(args.opts or [])
         args.calib = DEFAULT_CALIB
     args.opts = list(args.opts or [])
+    args.sweep_opts = [word for pair in (args.sweep_opt or []) for word in pair]
     return args
 
 

@@ -10,6 +10,7 @@ from pathlib import Path
 
 import pytest
 
+from experiments import commands, launch_local
 from tools import launch
 
 FAKE_TRAIN = """\
@@ -56,7 +57,7 @@ def result(path) -> dict:
 
 
 def test_parse_commands_dependencies_and_errors(fake):
-    jobs = launch.parse_commands(["# comment", ""] + b2n_lines(2) + ["TAG=x " + cmd("out/other")])
+    jobs = commands.parse_commands(["# comment", ""] + b2n_lines(2) + ["TAG=x " + cmd("out/other")])
     assert len(jobs) == 5
     assert jobs[1].deps == [0] and jobs[3].deps == [2] and jobs[0].deps == []
     assert jobs[4].env == {"TAG": "x"} and jobs[4].argv[0] == "python"
@@ -65,18 +66,18 @@ def test_parse_commands_dependencies_and_errors(fake):
     run = jobs[1].as_run()
     assert run.args[:2] == ["--trainer", "CoOp"] and run.out_dir == jobs[1].output_dir
     assert run.depends == jobs[0].output_dir
-    assert launch.parse_commands(["/opt/py/bin/python3 x/train.py --seed 1 --output-dir o"])[0].as_run().args == \
+    assert commands.parse_commands(["/opt/py/bin/python3 x/train.py --seed 1 --output-dir o"])[0].as_run().args == \
         ["--seed", "1", "--output-dir", "o"]
-    with pytest.raises(launch.LaunchError, match="no --output-dir"):
-        launch.parse_commands(["python train.py --seed 1"])
-    with pytest.raises(launch.LaunchError, match="two commands write to"):
-        launch.parse_commands([cmd("out/a"), cmd("out/a", seed=2)])
+    with pytest.raises(commands.LaunchError, match="no --output-dir"):
+        commands.parse_commands(["python train.py --seed 1"])
+    with pytest.raises(commands.LaunchError, match="two commands write to"):
+        commands.parse_commands([cmd("out/a"), cmd("out/a", seed=2)])
 
 
 def test_local_queue_runs_bases_before_their_evals_on_each_gpu(fake):
     lines = b2n_lines(3) + ["TAG=hello " + cmd("out/tagged")]
     out = io.StringIO()
-    assert launch.run_local(launch.parse_commands(lines), ["0", "1"], poll=0.05, out=out) == 0
+    assert launch_local.run_local(commands.parse_commands(lines), ["0", "1"], poll=0.05, out=out) == 0
     for s in (1, 2, 3):
         base, new = result(f"out/train_base/seed{s}"), result(f"out/test_new/seed{s}")
         assert new["time"] > base["time"]
@@ -88,7 +89,7 @@ def test_local_queue_runs_bases_before_their_evals_on_each_gpu(fake):
     assert (fake / "out/train_base/seed1/console.log").exists()
     # again: everything is finished, nothing runs
     out = io.StringIO()
-    assert launch.run_local(launch.parse_commands(lines), ["0"], out=out) == 0
+    assert launch_local.run_local(commands.parse_commands(lines), ["0"], out=out) == 0
     assert "7 finished already, 0 to run" in out.getvalue() and "start" not in out.getvalue()
 
 
@@ -98,7 +99,7 @@ def test_local_failure_skips_dependents_and_finished_runs(fake):
     lines = b2n_lines(2)
     lines[0] += " --fail"
     out = io.StringIO()
-    assert launch.run_local(launch.parse_commands(lines), ["cpu"], poll=0.05, out=out) == 1
+    assert launch_local.run_local(commands.parse_commands(lines), ["cpu"], poll=0.05, out=out) == 1
     text = out.getvalue()
     assert "FAILED (exit code 4" in text and "something broke in out/train_base/seed1" in text
     assert "command: " + lines[0] in text

@@ -17,7 +17,9 @@ from pathlib import Path
 import pytest
 
 from tests.helpers import make_image_folder
-from tools import launch, launch_slurm, sweep
+from experiments import launch_slurm
+from tools import launch
+from tools import sweep as sweep_tool
 
 REPO = Path(__file__).resolve().parents[1]
 OPTS = "OPTIM.MAX_EPOCH 1 DATALOADER.NUM_WORKERS 0 DATALOADER.TRAIN_X.BATCH_SIZE 4 DATALOADER.TEST.BATCH_SIZE 32"
@@ -42,7 +44,7 @@ def dry_run(tmp_path: Path, **env: str) -> list[str]:
                PYTHON=sys.executable, DRY_RUN="1", **env)
     buf = io.StringIO()
     with redirect_stdout(buf):
-        assert sweep.main(["base2novel", "coop", "imagefolder"], env=env) == 0
+        assert sweep_tool.main(["base2novel", "coop", "imagefolder"], env=env) == 0
     return buf.getvalue().splitlines()
 
 

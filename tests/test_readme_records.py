@@ -44,7 +44,7 @@ def _fake_records(planned, checker, acc, commit="abc123", seconds=30.0):
 
 
 def test_update_readme_refuses_stale_records_then_writes_what_the_copy_gives(tmp_path):
-    from tools.run_status import Checker
+    from experiments.run_status import Checker
 
     data = make_image_folder(tmp_path / "data", n_classes=4, per_class=6, size=16)
     out, records = tmp_path / "output", tmp_path / "records"

@@ -10,8 +10,10 @@ import pytest
 
 import train
 from tests.helpers import REPO, coop_argv, make_image_folder
-from tools import children, parse_results, sweep
-from tools.run_status import Checker
+from experiments import children, sweep
+from experiments.run_status import Checker
+from tools import parse_results
+from tools import sweep as sweep_tool
 from trainers import identity
 
 
@@ -61,7 +63,7 @@ def started(monkeypatch):
         calls.append(argv)
         return 1  # "failed": nothing is written
 
-    from tools import progress
+    from experiments import progress
 
     monkeypatch.setattr(progress, "run_logged", fake_run)  # how the sweep starts a run (in children.start's group)
     return calls
@@ -177,7 +179,7 @@ def test_dry_run_names_stale_records_without_running(tmp_path, capsys, started):
     rec = json.loads((new.out_dir / "results.json").read_text())
     rec["run"]["identity"]["model"] = "another-training"
     (new.out_dir / "results.json").write_text(json.dumps(rec))
-    assert sweep.main(["base2novel", "coop", "caltech101"], env=dict(env, DRY_RUN="1")) == 0
+    assert sweep_tool.main(["base2novel", "coop", "caltech101"], env=dict(env, DRY_RUN="1")) == 0
     out, err = capsys.readouterr()
     assert len(out.splitlines()) == 2 and not started
     assert err.splitlines() == [f"# stale record in {new.out_dir}: differs in the prompts it evaluates (its "
@@ -225,9 +227,9 @@ def test_launcher_reruns_stale_records(tmp_path, capsys, monkeypatch):
 
 
 def test_slurm_submission_reruns_stale_records(tmp_path, capsys, monkeypatch):
-    """The SLURM backend's finished-test is the same identity check (tools.launch.job_status), at submission and
+    """The SLURM backend's finished-test is the same identity check (tools.commands.job_status), at submission and
     inside the job (run_chain), so a re-submission after a code or library change does not reuse old records."""
-    from tools import launch, launch_slurm
+    from experiments import commands, launch_slurm
 
     env = {"OUTPUT": str(tmp_path / "out"), "DATA": str(tmp_path / "no-data"), "SEEDS": "1", "CALIB": "off"}
     _, units, _ = sweep.plan("base2novel", ["coop", "caltech101"], sweep.Settings.from_env(env))
@@ -237,8 +239,8 @@ def test_slurm_submission_reruns_stale_records(tmp_path, capsys, monkeypatch):
     rec["run"]["identity"]["versions"]["torch"] = "1.0"
     (new.out_dir / "results.json").write_text(json.dumps(rec))
     monkeypatch.chdir(REPO)
-    jobs = launch.parse_commands([r.command(sys.executable) for u in units for r in u.runs])
-    chain_list, blocked = launch.chains(jobs)
+    jobs = commands.parse_commands([r.command(sys.executable) for u in units for r in u.runs])
+    chain_list, blocked = commands.chains(jobs)
     assert not blocked and [[j.output_dir for j in c] for c in chain_list] == [[new.out_dir]]
     assert "stale record: CoOp caltech101 seed 1 new (differs in: versions (torch 1.0 -> " in capsys.readouterr().out
     # inside the job: the stale run is run again (its train.py here: a stand-in that fails), the current one skipped

@@ -86,7 +86,7 @@ CHILD = ("import os, sys, time; d = sys.argv[sys.argv.index('--output-dir') + 1]
 SWEEP_DRIVER = textwrap.dedent("""
     import sys; sys.path.insert(0, {repo!r})
     from pathlib import Path
-    from tools import sweep
+    from experiments import sweep
     out = Path({out!r})
     run = sweep.Run(out, ["-c", {child!r}, "--output-dir", str(out)], "train_base")
     run.argv = lambda python: [sys.executable, *run.args]   # a stand-in for train.py that sleeps, then writes

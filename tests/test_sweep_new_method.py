@@ -14,7 +14,8 @@ import pytest
 from tests.helpers import REPO
 
 sys.path.insert(0, str(REPO / "tools"))
-import sweep  # noqa: E402
+import sweep as sweep_tool  # noqa: E402
+from experiments import sweep, methods  # noqa: E402
 
 METHOD_FILE = '''
 from pathlib import Path
@@ -49,30 +50,30 @@ def new_method(tmp_path, monkeypatch):
 
 
 def test_the_built_in_methods_keep_their_names():
-    assert list(sweep.METHODS)[:10] == list(sweep.PAPER_ORDER)
+    assert list(methods.METHODS)[:10] == list(methods.PAPER_ORDER)
     # the light name table (tools/parse_results.py reads it without importing the trainers) agrees with the classes
-    assert {u: sweep.METHODS[u].trainer for u in sweep.PAPER_ORDER} == sweep.PAPER_METHODS
-    assert sweep.trainer_name("KGCOOP") == "KgCoOp" and sweep.trainer_name("zsclip") == "ZeroshotCLIP"
-    assert sweep.resolve_method("ZeroshotCLIP") == ("zsclip", sweep.Method("ZeroshotCLIP", "vit_b16", "vit_b16", "vit_b16"))
-    assert "shifted" not in sweep.METHODS  # a registered trainer without sweep_config is not listed ...
+    assert {u: methods.METHODS[u].trainer for u in methods.PAPER_ORDER} == methods.PAPER_METHODS
+    assert methods.trainer_name("KGCOOP") == "KgCoOp" and methods.trainer_name("zsclip") == "ZeroshotCLIP"
+    assert methods.resolve_method("ZeroshotCLIP") == ("zsclip", methods.Method("ZeroshotCLIP", "vit_b16", "vit_b16", "vit_b16"))
+    assert "shifted" not in methods.METHODS  # a registered trainer without sweep_config is not listed ...
 
 
 def test_a_registered_trainer_without_a_config_needs_cfg():
     from dassl.engine import TRAINER_REGISTRY
 
     assert "ZeroshotCLIP2" in TRAINER_REGISTRY  # ... but resolves by name, and asks for CFG
-    assert sweep.resolve_method("zeroshotclip2") == ("zeroshotclip2", sweep.Method("ZeroshotCLIP2", ""))
+    assert methods.resolve_method("zeroshotclip2") == ("zeroshotclip2", methods.Method("ZeroshotCLIP2", ""))
     with pytest.raises(sweep.SweepError, match="names no default config: set CFG"):
         sweep.plan("base2novel", ["zeroshotclip2", "toy"], sweep.Settings())
-    assert sweep.main(["base2novel", "nosuchmethod", "toy"], env={"DRY_RUN": "1"}) == 2
+    assert sweep_tool.main(["base2novel", "nosuchmethod", "toy"], env={"DRY_RUN": "1"}) == 2
 
 
 def test_new_method_dry_run(new_method, capsys):
-    assert sweep.main(["base2novel", "sweepnew", "toy"], env=dict(os.environ, DRY_RUN="1", SEEDS="1", CALIB="on")) == 0
+    assert sweep_tool.main(["base2novel", "sweepnew", "toy"], env=dict(os.environ, DRY_RUN="1", SEEDS="1", CALIB="on")) == 0
     lines = capsys.readouterr().out.strip().splitlines()
     assert len(lines) == 2 and all("--trainer SweepNew" in line and "--calib" in line for line in lines)
     assert f"--config-file {new_method / 'sweepnew.yaml'}" in lines[0]
-    assert "sweepnew" in sweep.METHODS
+    assert "sweepnew" in methods.METHODS
 
 
 @pytest.mark.slow

@@ -11,7 +11,8 @@ from pathlib import Path
 import pytest
 
 from tests.helpers import make_image_folder
-from tools import progress, run_policy, sweep
+from experiments import progress, run_policy
+from tools import sweep as sweep_tool
 
 ENGINE_LINE = ("epoch [{e}/20] batch [10/12] time 0.051 (0.060) data 0.001 (0.002) loss 1.2000 (1.3000) "
                "lr 2.0000e-03 eta {eta}")
@@ -75,7 +76,7 @@ def test_thread_policy():
 def _commands(env: dict[str, str]) -> list[str]:
     buf = io.StringIO()
     with redirect_stdout(buf):
-        assert sweep.main(["base2novel", "coop", env.pop("DATASET", "toy")], env=dict(env, DRY_RUN="1")) == 0
+        assert sweep_tool.main(["base2novel", "coop", env.pop("DATASET", "toy")], env=dict(env, DRY_RUN="1")) == 0
     return buf.getvalue().splitlines()
 
 
@@ -88,7 +89,7 @@ def test_sweep_puts_the_thread_count_in_every_command(capsys):
     # the user's OPTS come last and win
     opts = _commands({"SEEDS": "1", "CALIB": "off", "OPTS": "TRAIN.NUM_THREADS 4"})
     assert all(c.index("TRAIN.NUM_THREADS 1") < c.index("TRAIN.NUM_THREADS 4") for c in opts)
-    assert sweep.main(["base2novel", "coop", "toy"], env={"THREADS": "many", "DRY_RUN": "1"}) == 2
+    assert sweep_tool.main(["base2novel", "coop", "toy"], env={"THREADS": "many", "DRY_RUN": "1"}) == 2
     assert capsys.readouterr().err.startswith("error: THREADS='many'")
 
 
@@ -100,7 +101,7 @@ def test_sweep_console_shows_epoch_and_eta_of_a_tiny_run(tmp_path, monkeypatch, 
     env = dict(DATA=str(data), OUTPUT=str(tmp_path / "out"), BACKBONE="tiny-vit", SEEDS="1", CALIB="off", SHOTS="2",
                OPTS="OPTIM.MAX_EPOCH 5 DATALOADER.NUM_WORKERS 0 DATALOADER.TRAIN_X.BATCH_SIZE 2",
                CALIB_PROMPT_CACHE=str(tmp_path / "cache"))
-    assert sweep.main(["base2novel", "coop", "imagefolder"], env=env) == 0
+    assert sweep_tool.main(["base2novel", "coop", "imagefolder"], env=env) == 0
     lines = capsys.readouterr().out.splitlines()
     assert lines[0] == "[1/1] coop imagefolder seed 1 plain"
     epochs = [l for l in lines if re.fullmatch(r"  train_base +epoch [1-5]/5  ETA \d+:\d\d:\d\d", l)]

@@ -12,7 +12,8 @@ from pathlib import Path
 
 import pytest
 
-from tools import children, sweep
+from experiments import children, sweep, methods, protocols, settings
+from tools import sweep as sweep_tool
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -44,7 +45,7 @@ def dry(capsys, *argv, **env) -> list[str]:
     if capsys is None:  # the commands as a list, without printing them
         _, units, _ = sweep.plan(argv[0], argv[1:], sweep.Settings.from_env(env))
         return [shown(run.command(env.get("PYTHON", "python"))) for unit in units for run in unit.runs]
-    rc = sweep.main(list(argv), env=env)
+    rc = sweep_tool.main(list(argv), env=env)
     out = capsys.readouterr().out
     assert rc == 0, out
     return [shown(line) for line in out.splitlines()]
@@ -90,12 +91,12 @@ def test_dry_run_baseline_variant_backbone_and_env(capsys):
 
 
 def test_calib_values():
-    assert sweep.parse_calib("") == [None, "tcpt"]
-    assert sweep.parse_calib("both") == [None, "tcpt"]
-    assert sweep.parse_calib("on") == ["tcpt"] and sweep.parse_calib("OFF") == [None]
-    assert sweep.parse_calib("off mbls,penalty") == [None, "mbls", "penalty"]
+    assert settings.parse_calib("") == [None, "tcpt"]
+    assert settings.parse_calib("both") == [None, "tcpt"]
+    assert settings.parse_calib("on") == ["tcpt"] and settings.parse_calib("OFF") == [None]
+    assert settings.parse_calib("off mbls,penalty") == [None, "mbls", "penalty"]
     with pytest.raises(sweep.SweepError, match="CALIB='ts'"):
-        sweep.parse_calib("ts")
+        settings.parse_calib("ts")
 
 
 def test_opts_num_shots_sets_the_layout_and_conflicts_are_errors(capsys):
@@ -108,31 +109,31 @@ def test_opts_num_shots_sets_the_layout_and_conflicts_are_errors(capsys):
                      ({"OPTS": "DATASET.SUBSAMPLE_CLASSES all"}, "SUBSAMPLE_CLASSES"),
                      ({"OPTS": "OPTIM.MAX_EPOCH"}, "KEY VALUE"), ({"OPTS": "max_epoch 3"}, "not a config key"),
                      ({"SEEDS": "one"}, "SEEDS"), ({"SHOTS": "1 2"}, "one K")):
-        assert sweep.main(["base2novel", "coop", "caltech101"], env=isolated({"DRY_RUN": "1", **env})) == 2
+        assert sweep_tool.main(["base2novel", "coop", "caltech101"], env=isolated({"DRY_RUN": "1", **env})) == 2
         assert msg in capsys.readouterr().err
 
 
 def test_user_errors_name_the_fix(capsys):
-    assert sweep.main(["base2novel", "coopp", "caltech101"], env=isolated({"DRY_RUN": "1"})) == 2
+    assert sweep_tool.main(["base2novel", "coopp", "caltech101"], env=isolated({"DRY_RUN": "1"})) == 2
     err = capsys.readouterr().err
     assert 'Unknown method "coopp"' in err and 'Did you mean "coop"?' in err
-    assert sweep.main(["base2novel", "coop", "caltec101"], env=isolated({"DRY_RUN": "1"})) == 2
+    assert sweep_tool.main(["base2novel", "coop", "caltec101"], env=isolated({"DRY_RUN": "1"})) == 2
     assert 'Did you mean "caltech101"?' in capsys.readouterr().err
-    assert sweep.main(["base2novel", "coop", "caltech101"], env=isolated({"DRY_RUN": "1", "CFG": "nope"})) == 2
+    assert sweep_tool.main(["base2novel", "coop", "caltech101"], env=isolated({"DRY_RUN": "1", "CFG": "nope"})) == 2
     err = capsys.readouterr().err
     assert "config 'nope' of trainer CoOp not found; tried " in err and "configs/trainers/CoOp/nope.yaml" in err
     assert "vit_b16_ep50" in err and "CFG=" in err
-    assert sweep.main(["base2novel", "coop"], env=isolated({"DRY_RUN": "1"})) == 2
+    assert sweep_tool.main(["base2novel", "coop"], env=isolated({"DRY_RUN": "1"})) == 2
     assert "usage: base2novel METHOD DATASET" in capsys.readouterr().err
 
 
 def test_method_table_is_complete():
-    assert set(sweep.METHODS) == {"coop", "cocoop", "kgcoop", "prograd", "proda", "maple", "ivlp", "vpt",
+    assert set(methods.METHODS) == {"coop", "cocoop", "kgcoop", "prograd", "proda", "maple", "ivlp", "vpt",
                                   "promptsrc", "zsclip"}
-    assert sweep.METHODS["maple"] == sweep.Method("MaPLe", "vit_b16_c2_ep5_batch4_2ctx",
+    assert methods.METHODS["maple"] == methods.Method("MaPLe", "vit_b16_c2_ep5_batch4_2ctx",
                                                   cross_dataset="vit_b16_c2_ep5_batch4_2ctx_cross_datasets")
-    assert sweep.resolve_method("PromptSRC")[0] == "promptsrc"
-    assert [sweep.DATASETS[d] for d in sweep.BASE2NOVEL_DATASETS][:2] == ["ImageNet", "Caltech101"]
+    assert methods.resolve_method("PromptSRC")[0] == "promptsrc"
+    assert [protocols.DATASETS[d] for d in sweep.BASE2NOVEL_DATASETS][:2] == ["ImageNet", "Caltech101"]
 
 
 def test_toy_defaults_to_its_backbone():
@@ -140,7 +141,7 @@ def test_toy_defaults_to_its_backbone():
     assert p.backbone("toy") == "toy-clip" and p.backbone("caltech101") is None
     p = sweep.Planner("coop", sweep.Settings(backbone="tiny-vit"))
     assert p.backbone("toy") == "tiny-vit"
-    cfg = sweep.method_config(p.method, "vit_b16_ep50")
+    cfg = protocols.method_config(p.method, "vit_b16_ep50")
     assert p.cfg_name(cfg, "tcpt", "toy-clip") == "vit_b16_ep50_toy-clip_calib"
     assert p.cfg_name(cfg, None, "ViT-B/16") == "vit_b16_ep50"      # the config's own backbone: no suffix
 
@@ -164,13 +165,13 @@ def test_cross_dataset_and_domain_generalization_share_the_imagenet_run(capsys):
     assert src == "output/imagenet/CoOp/vit_b16_ep50_calib_16shots/seed1" and xd[0][-1] == "all"
     assert "--eval-only" not in xd[0]
     targets = [Path(opt(w, "--dataset-config-file")).stem for w in xd[1:]]
-    assert targets == list(sweep.CROSS_DATASET_TARGETS)
+    assert targets == list(protocols.CROSS_DATASET_TARGETS)
     for w, t in zip(xd[1:], targets):
         assert opt(w, "--model-dir") == src and w[-1] == "all"
         assert opt(w, "--output-dir") == f"output/evaluation/CoOp/vit_b16_ep50_calib_16shots/{t}/seed1"
     dg = [shlex.split(l) for l in dry(capsys, "domain_generalization", "coop", SEEDS="1", CALIB="on")]
     assert dg[0] == xd[0] and len(dg) == 5
-    assert [Path(opt(w, "--dataset-config-file")).stem for w in dg[1:]] == list(sweep.DOMAIN_TARGETS)
+    assert [Path(opt(w, "--dataset-config-file")).stem for w in dg[1:]] == list(protocols.DOMAIN_TARGETS)
 
 
 # The config of every method x protocol (tools/sweep.py METHODS); None = no published recipe: an error.
@@ -196,33 +197,33 @@ def test_config_per_method_and_protocol(method, capsys):
     expected = {"base2novel": b2n, "cross_dataset": xd, "domain_generalization": xd, "few_shot": fs}
     for command, cfg in expected.items():
         argv = [command, method] + (["caltech101"] if command in ("base2novel", "few_shot") else [])
-        rc = sweep.main(argv, env=isolated({"DRY_RUN": "1", "SEEDS": "1", "CALIB": "off", "SHOTS": "16"}))
+        rc = sweep_tool.main(argv, env=isolated({"DRY_RUN": "1", "SEEDS": "1", "CALIB": "off", "SHOTS": "16"}))
         out, err = capsys.readouterr()
         if cfg is None:  # one clear line naming the protocol and the fix, nothing planned
             assert rc == 2 and out == "" and len(err.strip().splitlines()) == 1, (command, err)
-            assert f"{sweep.METHODS[method].trainer} has no" in err and "CFG=" in err
+            assert f"{methods.METHODS[method].trainer} has no" in err and "CFG=" in err
             assert f"CFG={PROTOCOL_CONFIGS[method][0]}" in err
             # CFG runs it with the user's config
-            rc = sweep.main(argv, env=isolated({"DRY_RUN": "1", "SEEDS": "1", "CALIB": "off", "SHOTS": "16",
+            rc = sweep_tool.main(argv, env=isolated({"DRY_RUN": "1", "SEEDS": "1", "CALIB": "off", "SHOTS": "16",
                                        "CFG": PROTOCOL_CONFIGS[method][0]}))
             out = capsys.readouterr().out
             assert rc == 0 and f"/{PROTOCOL_CONFIGS[method][0]}.yaml" in out
             continue
         assert rc == 0, err
         configs = {opt(shlex.split(line), "--config-file") for line in out.splitlines()}
-        assert configs == {f"configs/trainers/{sweep.METHODS[method].trainer}/{cfg}.yaml"}, command
+        assert configs == {f"configs/trainers/{methods.METHODS[method].trainer}/{cfg}.yaml"}, command
         assert (REPO / next(iter(configs))).is_file()
 
 
 def test_missing_protocol_config_message():
     with pytest.raises(sweep.SweepError) as e:
-        sweep.method_config(sweep.METHODS["maple"], None, "few_shot")
+        protocols.method_config(methods.METHODS["maple"], None, "few_shot")
     assert str(e.value) == ("MaPLe has no few-shot config: its reference code publishes no recipe for this protocol "
                             "(its class sets no sweep_few_shot_config). Set CFG=<name> to run it with a config of "
                             "configs/trainers/MaPLe/ you choose, e.g. CFG=vit_b16_c2_ep5_batch4_2ctx (its "
                             "base-to-novel config).")
     with pytest.raises(sweep.SweepError, match="KgCoOp has no cross-dataset / domain-generalization"):
-        sweep.method_config(sweep.METHODS["kgcoop"], None, "cross_dataset")
+        protocols.method_config(methods.METHODS["kgcoop"], None, "cross_dataset")
 
 
 def test_promptsrc_protocol_configs_hold_the_reference_values():
@@ -276,7 +277,7 @@ def test_few_shot_k_loop(capsys):
 
 
 def fake_finished(units, acc=70.0):
-    from tools.run_status import Checker
+    from experiments.run_status import Checker
 
     checker = Checker()
     for unit in units:
@@ -304,7 +305,7 @@ def test_second_invocation_skips_finished_runs(tmp_path, capsys, monkeypatch):
     monkeypatch.setattr(subprocess, "run", no_subprocess)
     monkeypatch.setattr(children, "start", no_subprocess)
     t0 = time.time()
-    assert sweep.main(["base2novel", "coop", "caltech101"], env=env) == 0
+    assert sweep_tool.main(["base2novel", "coop", "caltech101"], env=env) == 0
     assert time.time() - t0 < 10
     out = capsys.readouterr().out
     assert out.count("done already") == 12 and "[6/6] coop caltech101 seed 3 calib" in out
@@ -360,6 +361,6 @@ def test_an_interpreter_without_the_requirements_is_one_line(monkeypatch, capsys
     """The method table comes from the trainer registry (torch); run by a python without the requirements (no venv
     active), the sweep says so in one line instead of a traceback."""
     monkeypatch.setitem(sys.modules, "trainers.plugins", None)  # its import now raises ModuleNotFoundError
-    assert sweep.main(["base2novel", "coop", "toy"], env=isolated({"DRY_RUN": "1"})) == 2
+    assert sweep_tool.main(["base2novel", "coop", "toy"], env=isolated({"DRY_RUN": "1"})) == 2
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and "is not installed for" in err and "activate the project's environment" in err

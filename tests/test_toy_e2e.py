@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tools"))
-import sweep  # noqa: E402
+import sweep as sweep_tool  # noqa: E402
 
 pytestmark = [pytest.mark.slow, pytest.mark.e2e]  # pytest.ini: the quick tier skips these
 
@@ -38,7 +38,7 @@ def toy_runs(tmp_path_factory):
     env = dict(os.environ, DATA=str(root / "data"), OUTPUT=str(root / "output"), SEEDS="1", CALIB="off",
                OPTS="OPTIM.MAX_EPOCH 10", CALIB_PROMPT_CACHE=str(root / "cache"), PYTHON=sys.executable)
     for method in ("zsclip", "coop"):
-        assert sweep.main(["base2novel", method, "toy"], env=env) == 0
+        assert sweep_tool.main(["base2novel", method, "toy"], env=env) == 0
     out = root / "output"
     return {(trainer, stage): _result(out, stage, trainer)
             for trainer in ("ZeroshotCLIP", "CoOp") for stage in ("train_base", "test_new")}

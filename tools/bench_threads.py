@@ -31,7 +31,7 @@ from typing import Any
 if __package__ in (None, ""):  # run as a script: make the repository importable
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from tools import sweep  # noqa: E402
+from experiments import planner as sweep  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[1]
 CONFIGS = ("toy", "tiny")

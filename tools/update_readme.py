@@ -70,7 +70,7 @@ def runs_time(output: Path, trainers: Sequence[str], dataset: str) -> tuple[int,
     """How many runs of ``trainers`` on ``dataset`` lie under ``output``, and their training plus evaluation
     seconds in all (the ``timings`` of their run records; process start-up and data loading not included)."""
     count, seconds = 0, 0.0
-    from tools.parse_results import PREVIOUS
+    from trainers.run_folder import PREVIOUS
 
     for path in sorted(p for p in output.rglob("results.json") if PREVIOUS not in p.relative_to(output).parts):
         run = json.loads(path.read_text())["run"]
@@ -82,7 +82,7 @@ def runs_time(output: Path, trainers: Sequence[str], dataset: str) -> tuple[int,
 
 def planned_runs(output: Path, data: str, method: str, dataset: str) -> list[tuple]:
     """(run, its unit's runs) of the sweeps behind the table: METHOD and zero-shot CLIP on DATASET."""
-    from tools import sweep
+    from experiments import sweep
 
     s = sweep.Settings.from_env({"OUTPUT": str(output), "DATA": data})
     out = []
@@ -94,8 +94,8 @@ def planned_runs(output: Path, data: str, method: str, dataset: str) -> list[tup
 
 def check_fresh(planned: list[tuple]) -> None:
     """Refuse (SystemExit, one message) unless every planned run holds a current record."""
-    from tools import sweep
-    from tools.run_status import Checker
+    from experiments import sweep
+    from experiments.run_status import Checker
 
     checker = Checker()
     bad = []

@@ -13,7 +13,10 @@
 - ``versions``: the libraries that change numbers (torch, torchvision, open_clip, numpy, pillow, Python major.minor);
 - ``model``: for an evaluation of trained prompts, the identity id of the run that trained them (from its checkpoint);
 - ``options`` / ``options_id``: the command-line ``KEY VALUE`` options that change results and their short hash,
-  which the sweep puts into the folder name when ``OPTS`` are given and ``tools/parse_results.py`` groups by;
+  which the sweep puts into the folder name (its ``OPTS``, and a ``THREADS`` other than its policy's) and
+  ``tools/parse_results.py`` groups by and shows; ``sweep_options``: the settings the sweep applied itself
+  (train.py ``--sweep-opt``: the toy protocol's epochs), not part of ``options_id`` (the user's options override
+  them, and a key the user set is left out);
 - ``id``: a short hash of config, split, code, versions and model.
 
 :func:`differences` says which components (and config keys) two identities differ in.
@@ -195,7 +198,8 @@ def trainer_source_sha256(name: str) -> str | None:
     return sha256_files(files, trainer_file(name).parent)
 
 
-def identity(cfg, split: str | None, model: str | None = None, opts: Sequence[str] = ()) -> dict[str, Any]:
+def identity(cfg, split: str | None, model: str | None = None, opts: Sequence[str] = (),
+             sweep_opts: Sequence[str] = ()) -> dict[str, Any]:
     config = identity_config(cfg)
     code = code_sha256()
     plugin = trainer_source_sha256(cfg.TRAINER.NAME)
@@ -204,8 +208,9 @@ def identity(cfg, split: str | None, model: str | None = None, opts: Sequence[st
     ident = {"config_sha256": _sha(config), "split_sha256": split, "code_sha256": code,
              "versions": library_versions(), "model": model}
     found = options(opts)
+    applied = {k: v for k, v in options(sweep_opts).items() if k not in set(opts[0::2])}
     return {"id": _sha(ident)[:16], **ident, "options": found, "options_id": _sha(found)[:8] if found else None,
-            "config": config}
+            "sweep_options": applied, "config": config}
 
 
 def differences(recorded: Mapping[str, Any] | None, expected: Mapping[str, Any]) -> list[str]:

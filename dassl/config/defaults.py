@@ -116,7 +116,7 @@ _C.TRAIN.PRINT_FREQ = 10
 _C.TRAIN.COUNT_ITER = "train_x"
 _C.TRAIN.PROGRESS_BAR = False  # ours: tqdm bar (stderr) over training batches
 # ours: torch intra-op CPU threads of the whole train.py process, training and evaluation (torch.set_num_threads);
-# 0 = torch's default, one per core. The sweep sets it per backbone (tools/run_policy.py); a fixed count keeps CPU
+# 0 = torch's default, one per core. The sweep sets it per backbone (experiments/run_policy.py); a fixed count keeps CPU
 # results bit-for-bit repeatable.
 _C.TRAIN.NUM_THREADS = 0
 

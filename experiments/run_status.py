@@ -1,9 +1,10 @@
-"""Is a run folder's record the run a command would make now? (issue 14, item 1; used by sweep.py, launch.py and
-update_readme.py)
+"""Is a run folder's record the run a command would make now? (the sweep, both launcher backends and
+tools/update_readme.py ask here)
 
-:class:`Checker` resolves a train.py command line in-process (``train.setup_cfg``: no model, no data loader) into
-the identity train.py would record (trainers/identity.py) and compares it with the folder's ``results.json``:
-``done`` (the same identity), ``stale`` (it differs; the differences are named) or ``missing`` (no record).
+:class:`Checker` resolves a train.py command line in-process (``train.setup_cfg``: no model, no data loader; the
+experiments library sits above train.py) into the identity train.py would record (trainers/identity.py) and
+compares it with the folder's ``results.json``: ``done`` (the same identity), ``stale`` (it differs; the
+differences are named) or ``missing`` (no record).
 """
 from __future__ import annotations
 
@@ -52,18 +53,19 @@ class Checker:
         if model_args is not None:
             base = self.expected(model_args)
             model = base["id"] if base else "?"
-        ident = identity.identity(cfg, self._splits[skey], model, parsed.opts)
+        ident = identity.identity(cfg, self._splits[skey], model, parsed.opts, getattr(parsed, "sweep_opts", ()))
         self._expected[key] = ident
         return ident
 
     def status(self, out_dir: str | os.PathLike, args: Sequence[str],
                model_args: Sequence[str] | None = None) -> tuple[str, list[str]]:
         """("done" | "stale" | "missing", the differences)."""
-        path = Path(out_dir) / "results.json"
-        if not path.is_file():
+        from experiments.records import has_record, recorded_identity
+
+        if not has_record(out_dir):
             return "missing", []
         try:
-            recorded = (json.loads(path.read_text()).get("run") or {}).get("identity")
+            recorded = recorded_identity(out_dir)
         except (OSError, ValueError, AttributeError):
             return "stale", ["results.json is unreadable"]
         expected = self.expected(args, model_args=model_args)

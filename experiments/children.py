@@ -1,4 +1,6 @@
-"""Child train.py processes that never outlive the sweep or launcher that started them (issue 14, item 2).
+"""Every process the experiments library starts goes through here: the sweep's and the local launcher's train.py
+children, which never outlive the process that started them; a SLURM task's runs; and the short cluster commands
+(``squeue``, ``scancel``) the SLURM launcher asks.
 
 - :func:`start` runs a child in its own session (process group), so a terminal's Ctrl-C reaches the parent only
   and the parent decides; on Linux the child also asks the kernel for SIGTERM when its parent dies
@@ -7,6 +9,8 @@
 - :func:`stop` ends a child's whole group: SIGTERM, then SIGKILL after ``grace`` seconds.
 - :func:`raise_on_terminate` turns SIGTERM (and SIGHUP) into :class:`Terminated` in the parent, so the same
   ``except`` that handles Ctrl-C stops the children.
+- :func:`run_to_file` runs a child to its end with stdout+stderr in a file (a SLURM task's runs); :func:`capture`
+  runs a short command and returns its exit code and output.
 """
 from __future__ import annotations
 
@@ -45,6 +49,20 @@ def start(argv: Sequence[str], **popen_kwargs) -> subprocess.Popen:
     parent = os.getpid()
     preexec = (lambda: _die_with_parent(parent)) if sys.platform.startswith("linux") else None
     return subprocess.Popen(list(argv), start_new_session=True, preexec_fn=preexec, **popen_kwargs)
+
+
+def run_to_file(argv: Sequence[str], path, env: dict | None = None) -> int:
+    """Run ``argv`` to its end with stdout+stderr written to ``path``; its exit code. Unlike :func:`start`, the child
+    stays in the caller's process group and session (a SLURM task's runs: the job step tracks and signals them as
+    one), and it is killed if waiting is interrupted (``subprocess.run``'s rule)."""
+    with open(path, "w") as f:
+        return subprocess.run(list(argv), stdout=f, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
+                              env=env).returncode
+
+
+def capture(argv: Sequence[str]) -> subprocess.CompletedProcess:
+    """A short command's exit code, stdout and stderr (text), e.g. ``squeue``; no process group of its own."""
+    return subprocess.run(list(argv), capture_output=True, text=True, stdin=subprocess.DEVNULL)
 
 
 def stop(proc: subprocess.Popen, grace: float = GRACE_SECONDS) -> int:

@@ -16,7 +16,7 @@ import sys
 from pathlib import Path
 from typing import Sequence, TextIO
 
-from tools import children
+from experiments import children
 
 EPOCH_RE = re.compile(r"epoch \[(\d+)/(\d+)\] batch \[(\d+)/(\d+)\].*\beta (\S+)")
 #: a tqdm bar (e.g. the toy world drawing itself on first use): ``desc:  51%|█████     | 1461/2880 [01:17<01:00, ...``
@@ -58,7 +58,7 @@ def run_logged(argv: Sequence[str], log: Path, head: str, out: TextIO | None = N
     shown: str | None = None
     width = 0
     with open(log, "w") as f:
-        # its own process group, ended with the parent (tools/children.py)
+        # its own process group, ended with the parent (experiments/children.py)
         proc = children.start(argv, stdout=f, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)
         try:
             while True:

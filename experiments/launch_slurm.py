@@ -2,7 +2,7 @@
 
 One job array; each array task runs a *chain*: a training run, then the evaluations of its prompts, in order,
 stopping at the first failure (a failed training run blocks only its own evaluations; no ``--dependency`` between
-jobs). Finished runs (a record of the run's current identity: ``tools.launch.job_status``) are left out when
+jobs). Finished runs (a record of the run's current identity: ``experiments.commands.job_status``) are left out when
 submitting and skipped again when a task starts, so re-submitting the same commands after an interruption runs
 only what is missing, and a stale record (other code, config, data or libraries) is named and run again.
 
@@ -22,13 +22,15 @@ import os
 import re
 import shlex
 import shutil
-import subprocess
 import sys
 import time
 from pathlib import Path
 from typing import Any, Sequence, TextIO
 
+from experiments import children
+from experiments.commands import chains, dependency_args
 from common.logtail import tail
+from experiments.records import result_line
 
 REPO = Path(__file__).resolve().parents[1]
 RECORD = "last_submission.json"
@@ -48,8 +50,8 @@ class ChainFailed(RuntimeError):
 def run_chain(workdir: str, runs: list[dict[str, Any]]) -> list[str]:
     """Run a chain's unfinished runs in order (executed on the cluster by submitit); raises at the first failure,
     so that SLURM records the task as FAILED. Returns the finished runs' folders."""
-    from tools.run_status import Checker
-    from tools.sweep import Run, result_line
+    from experiments.planner import Run
+    from experiments.run_status import Checker
 
     os.chdir(workdir)
     checker = Checker()
@@ -67,9 +69,7 @@ def run_chain(workdir: str, runs: list[dict[str, Any]]) -> list[str]:
         log = run.out_dir / "console.log"
         print(f"run: {r['label']}: {r['line']}", flush=True)
         t0 = time.time()
-        with open(log, "w") as f:
-            rc = subprocess.run(argv, stdout=f, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
-                                env=dict(os.environ, **r["env"])).returncode
+        rc = children.run_to_file(argv, log, env=dict(os.environ, **r["env"]))
         if rc != 0 or not run.done:
             why = (f"killed by {_signal_name(-rc)}: cancelled, timed out or out of memory?" if rc < 0 else
                    f"exit code {rc}" if rc else "no results.json written")
@@ -124,7 +124,6 @@ def sbatch_extra(words: Sequence[str] | None) -> dict[str, Any]:
 def payload(job, jobs) -> dict[str, Any]:
     """What run_chain needs of a launch.Job (plain data, pickled into the job); ``jobs``: all of them (the
     dependency's arguments, for the run identity)."""
-    from tools.launch import dependency_args
 
     run = job.as_run()
     return {"argv": list(job.argv), "env": dict(job.env), "out": str(job.output_dir), "args": list(run.args),
@@ -161,8 +160,7 @@ def make_executor(args: argparse.Namespace, n_tasks: int):
 
 def squeue_states(array_id: str) -> dict[str, str] | None:
     """``{"123_0": "RUNNING", ...}`` of the array's tasks still known to slurmctld; None when squeue failed."""
-    res = subprocess.run(["squeue", "-h", "-r", "-t", "all", "-j", array_id, "-o", "%i|%T"], capture_output=True,
-                         text=True)
+    res = children.capture(["squeue", "-h", "-r", "-t", "all", "-j", array_id, "-o", "%i|%T"])
     if res.returncode != 0:
         if "Invalid job id" in res.stderr:
             return {}   # purged: every task ended long ago
@@ -176,7 +174,7 @@ def squeue_states(array_id: str) -> dict[str, str] | None:
 
 
 def scancel(ids: Sequence[str]) -> str:
-    res = subprocess.run(["scancel", *ids], capture_output=True, text=True)
+    res = children.capture(["scancel", *ids])
     return "" if res.returncode == 0 else (res.stderr or res.stdout).strip()
 
 
@@ -196,8 +194,6 @@ def failure_report(log: Path) -> str:
 
 def follow(jobs: list, chain_list: list[list], out: TextIO, poll: float = 2.0) -> int:
     """Report the array's tasks until all have ended; 0 when every chain completed, 1 otherwise."""
-    from tools.launch import _result
-
     array_id = jobs[0].job_id.split("_")[0]
     say = lambda msg: print(msg, file=out, flush=True)  # noqa: E731
     open_tasks = dict(enumerate(jobs))
@@ -224,7 +220,7 @@ def follow(jobs: list, chain_list: list[list], out: TextIO, poll: float = 2.0) -
                         f"{failure_report(job.paths.stdout)}")
                     continue
                 for j in chain_list[i]:
-                    say(f"  done {j.label}: {_result(j)}")
+                    say(f"  done {j.label}: {result_line(j.output_dir)}")
                 continue
             if states is None or (state is not None and state not in ENDED):
                 gone_since.pop(i, None)
@@ -268,8 +264,6 @@ def cancel_recorded(args: argparse.Namespace, out: TextIO) -> int:
 
 
 def run_slurm(jobs: list, args: argparse.Namespace, out: TextIO | None = None) -> int:
-    from tools.launch import chains
-
     out = out or sys.stdout
     if args.cancel:
         return cancel_recorded(args, out)
