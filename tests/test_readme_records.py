@@ -85,7 +85,7 @@ def _snapshot(*folders: Path) -> dict:
 def test_regenerating_from_the_same_runs_changes_no_file(tmp_path):
     """Issue 23 item 2: update_readme twice, and again after the same runs were rerun (another commit, other
     timings, same identity and numbers), rewrites nothing: not the README, not a record, not a diagram."""
-    from tools.run_status import Checker
+    from experiments.run_status import Checker
 
     data = make_image_folder(tmp_path / "data", n_classes=4, per_class=6, size=16)
     out, docs = tmp_path / "output", tmp_path / "docs"

@@ -109,9 +109,9 @@ def test_a_config_named_beside_the_drop_in_file(tmp_path, monkeypatch, capsys):
 
     try:
         env = dict(os.environ, DRY_RUN="1", SEEDS="1")
-        assert sweep.main(["base2novel", "sweeprel", "toy"], env=env) == 0
+        assert sweep_tool.main(["base2novel", "sweeprel", "toy"], env=env) == 0
         assert f"--config-file {folder / 'sweeprel.yaml'}" in capsys.readouterr().out
-        assert sweep.main(["base2novel", "sweeprelmissing", "toy"], env=env) == 2
+        assert sweep_tool.main(["base2novel", "sweeprelmissing", "toy"], env=env) == 2
         err = capsys.readouterr().err
         tried = [REPO / "configs/trainers/SweepRelMissing/nothere.yaml", folder / "nothere.yaml", folder / "nothere"]
         assert "config 'nothere' of trainer SweepRelMissing not found; tried " + ", ".join(map(str, tried)) in err

@@ -1,5 +1,5 @@
-"""The sweep's console shows a running run's epoch and ETA (tools/progress.py), and its thread policy
-(tools/run_policy.py: THREADS -> TRAIN.NUM_THREADS) reaches train.py."""
+"""The sweep's console shows a running run's epoch and ETA (experiments/progress.py), and its thread policy
+(experiments/run_policy.py: THREADS -> TRAIN.NUM_THREADS) reaches train.py."""
 from __future__ import annotations
 
 import io

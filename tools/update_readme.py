@@ -4,7 +4,7 @@
     python tools/update_readme.py --output output
 
 The runs are the ones those two sweeps plan (default settings: ``DATA``=./data unless ``--data``); every one must
-hold a record whose identity is what the current code, config and libraries produce (tools/run_status.py), else
+hold a record whose identity is what the current code, config and libraries produce (experiments/run_status.py), else
 the tool refuses, naming the stale or missing runs (the sweeps above rerun exactly those). Their ``results.json``
 files are copied to ``docs/results/<dataset>/`` (committed: the records behind the README), and the block between
 ``<!-- toy-results:begin -->`` and ``<!-- toy-results:end -->`` in README.md is replaced with the table
