@@ -19,10 +19,13 @@ import traceback
 import torch
 from yacs.config import CfgNode as CN
 
+import runs
 from dassl.config import flatten_cfg, get_cfg_default
 from dassl.utils import UserError, atomic_write_text, closest_match, collect_env_info, set_random_seed
 
 KEY_RE = re.compile(r"^[A-Z][A-Z0-9_]*(\.[A-Z0-9_]+)+$")
+
+runs.register_with_engine()  # the engine's run-record writer and metric function are this application's
 
 
 def extend_cfg(cfg: CN) -> None:
@@ -216,15 +219,15 @@ def main(args) -> None:
 
 
 def _run(args, cfg) -> None:
-    from trainers import identity, run_folder
-    from trainers.eval_only import adopt_training_config
+    from runs import identity, run_folder
+    from runs.eval_only import adopt_training_config
 
-    # Validate everything before the folder is touched (trainers/run_folder.py); the output so far is held in
+    # Validate everything before the folder is touched (runs/run_folder.py); the output so far is held in
     # memory and goes into log.txt once the run starts.
     held = run_folder.hold_console()
     if args.eval_only:
         cfg.defrost()
-        adopt_training_config(cfg, args)  # the checkpoint's training keys (trainers/eval_only.py)
+        adopt_training_config(cfg, args)  # the checkpoint's training keys (runs/eval_only.py)
         cfg.freeze()
     if cfg.SEED >= 0:
         print(f"Setting fixed seed: {cfg.SEED}")

@@ -12,7 +12,7 @@ import train
 from tests.helpers import REPO, coop_argv, make_image_folder
 from tools import children, parse_results, sweep
 from tools.run_status import Checker
-from trainers import identity
+from runs import identity
 
 
 def test_options_id_decodes_values_and_ignores_throughput_keys():
@@ -254,7 +254,7 @@ def test_slurm_submission_reruns_stale_records(tmp_path, capsys, monkeypatch):
 def test_a_dropin_trainer_file_is_part_of_the_code_identity(tmp_path):
     """A trainer loaded from outside the hashed folders (--trainer-file, trainers/contrib, $CALIB_PROMPT_TRAINERS)
     changes results as much as trainers/coop.py does: editing it must make its records stale."""
-    from trainers import identity
+    from runs import identity
     from trainers.plugins import import_file
 
     file = tmp_path / "idtrainer.py"

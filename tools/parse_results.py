@@ -45,7 +45,7 @@ from tools.sweep import (BASE2NOVEL_DATASETS, DATASETS, DOMAIN_TARGETS, PAPER_ME
                          resolve_dataset, trainer_name)
 
 REFERENCE_DIR = Path(__file__).resolve().parent / "reference"
-PREVIOUS = "previous"  # where a rerun moves a run's old record (trainers/run_folder.py)
+PREVIOUS = "previous"  # where a rerun moves a run's old record (runs/run_folder.py)
 REFERENCES = {"tcpt": "tcpt_readme.json"}
 
 BENCHMARK = tuple(DATASETS[d] for d in BASE2NOVEL_DATASETS)

@@ -2,7 +2,7 @@
 update_readme.py)
 
 :class:`Checker` resolves a train.py command line in-process (``train.setup_cfg``: no model, no data loader) into
-the identity train.py would record (trainers/identity.py) and compares it with the folder's ``results.json``:
+the identity train.py would record (runs/identity.py) and compares it with the folder's ``results.json``:
 ``done`` (the same identity), ``stale`` (it differs; the differences are named) or ``missing`` (no record).
 """
 from __future__ import annotations
@@ -34,7 +34,7 @@ class Checker:
         if key in self._expected:
             return self._expected[key]
         import train
-        from trainers import identity
+        from runs import identity
 
         try:
             with contextlib.redirect_stdout(io.StringIO()):
@@ -69,7 +69,7 @@ class Checker:
         expected = self.expected(args, model_args=model_args)
         if expected is None:
             return "stale", ["its command is rejected by train.py now"]
-        from trainers import identity
+        from runs import identity
 
         diffs = identity.differences(recorded, expected)
         return ("stale" if diffs else "done"), diffs

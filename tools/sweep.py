@@ -21,7 +21,7 @@ Zero-shot CLIP (``zsclip``) trains nothing: one eval-only run per split and data
 ``NUM_SHOTS 0``), whatever SEEDS, SHOTS and CALIB say.
 
 A run whose ``results.json`` records the identity the run would have now (resolved config, data split, code and
-library versions, the prompts it evaluates: trainers/identity.py) is complete and skipped; a record of another
+library versions, the prompts it evaluates: runs/identity.py) is complete and skipped; a record of another
 identity is stale: the sweep names what differs and runs it again (``ON_MISMATCH=error``: refuses, counted as a
 failure); any other run is (re)started in its folder, where train.py resumes from its last checkpoint. ``OPTS`` put
 a short id of the options into the folder name (``<cfg>..._<id8>``), so runs of other options never share a folder.
@@ -445,7 +445,7 @@ class Planner:
 
     def cfg_name(self, config: Path, calib: str | None, backbone: str | None, dataset: str | None = None) -> str:
         """``<cfg>[_<backbone>][_calib|_calib-<name>][_<id8>]``: the backbone part only when it is not the
-        config's; the id of the result-changing options (trainers/identity.py) only when OPTS are given."""
+        config's; the id of the result-changing options (runs/identity.py) only when OPTS are given."""
         name = config.stem
         if backbone and backbone != config_backbone(config):
             name += f"_{path_token(backbone)}"
@@ -454,7 +454,7 @@ class Planner:
     def options_suffix(self, dataset: str | None) -> str:
         if not self.s.opts:
             return ""  # default paths keep the CoOp layout
-        from trainers.identity import options_id
+        from runs.identity import options_id
 
         found = options_id(DATASET_OPTS.get(dataset or "", []) + self.s.opts)
         return f"_{found}" if found else ""

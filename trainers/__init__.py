@@ -6,12 +6,10 @@ import pkgutil
 from . import plugins
 from .base import PromptModel, PromptOutput, PromptTrainer
 
-_SKIP = {"base", "prompts", "templates", "record", "plugins"}
-
 
 def _import_all() -> None:
     for info in pkgutil.iter_modules(__path__):
-        if info.name not in _SKIP and not info.name.startswith("_"):
+        if not info.name.startswith("_"):
             plugins.import_module(f"{__name__}.{info.name}", f"trainers/{info.name}.py")
 
 
