@@ -126,6 +126,9 @@ def _merge_file(cfg: CN, path: str, what: str) -> None:
     if not os.path.isfile(path):
         raise UserError(f"{what} {path!r} does not exist; pass a file from configs/ (e.g. "
                         f"configs/{'datasets' if 'dataset' in what else 'trainers/CoOp'}/...)")
+    if path.endswith(".py"):  # yacs would execute it: opening a file never runs its code
+        raise UserError(f"{what} {path!r} is a Python file, which yacs would run to read it; config files are YAML "
+                        "(.yaml), read without running anything")
     import yaml
 
     try:
