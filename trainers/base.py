@@ -9,10 +9,7 @@ parameters only, and the run record.
 from __future__ import annotations
 
 import contextlib
-import io
-import os
 import os.path as osp
-import time
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -25,9 +22,9 @@ import clip
 from calibration.regularizers import build_objective
 from dassl.engine import TrainerX
 from dassl.optim import build_lr_scheduler, build_optimizer
-from dassl.utils import UserError, load_checkpoint, read_image
+from dassl.utils import UserError, load_checkpoint
 
-from .class_params import class_count_hint, map_class_rows
+from .class_params import fit_state
 from .feature_cache import CachedFeatures
 from .templates import FrozenTarget, zeroshot_text_features
 
@@ -398,37 +395,10 @@ class PromptTrainer(CachedFeatures, FrozenTarget, TrainerX):
                 "precision": self.precision}
 
     def load_state(self, name: str, checkpoint: dict, path: str) -> None:
-        """Copy the checkpoint's learnable tensors into the model: trainer and backbone must match; class-specific
-        rows are mapped by class name (:meth:`PromptModel.class_specific`); any other missing tensor or shape
-        mismatch is one error saying why."""
-        state = checkpoint.get("state_dict", checkpoint)
-        state = {k[7:] if k.startswith("module.") else k: v for k, v in state.items()}
-        meta = checkpoint.get("meta") or {}
-        mine = self.checkpoint_meta(name)
-        diffs = [f"{k}: checkpoint {meta[k]!r} vs this run {mine[k]!r}" for k in ("trainer", "backbone")
-                 if k in meta and meta[k] != mine[k]]
-        if diffs:
-            raise UserError(f"checkpoint {path} does not match this run ({'; '.join(diffs)}); "
-                            "pass the --model-dir of a run made with the same trainer and backbone")
-        theirs, ours = meta.get("method_cfg") or {}, mine["method_cfg"]
-        method_diffs = [f"TRAINER.{self.cfg_node}.{k}: checkpoint {theirs[k]!r} vs this run {ours[k]!r}"
-                        for k in ours if k in theirs and theirs[k] != ours[k]]
+        """Copy the checkpoint's learnable tensors into the model (:func:`trainers.class_params.fit_state`: same
+        trainer and backbone, class-specific rows mapped by class name, any other mismatch one error saying why)."""
         own = dict(self.learnable_named_parameters())
-        saved_classes = meta.get("classnames")
-        state = map_class_rows(state, own, self.model.class_specific(), saved_classes, mine["classnames"], path,
-                               self.model.unseen_classes_reason)
-        missing = [k for k in own if k not in state]
-        wrong = [f"{k} {tuple(state[k].shape)} vs {tuple(own[k].shape)}" for k in own
-                 if k in state and state[k].shape != own[k].shape]
-        if missing or wrong:
-            cause = (class_count_hint(state, own, saved_classes, mine["classnames"])
-                     or (f"It was trained with other method settings ({'; '.join(method_diffs)})" if method_diffs
-                         else "It was made with different prompt settings (e.g. N_CTX, prompt depth)"))
-            raise UserError(
-                f"checkpoint {path} does not fit this model: missing {missing or 'nothing'}; shape mismatch "
-                f"{wrong or 'none'}. {cause}; use the same --config-file and TRAINER options as the training run")
-        if method_diffs:
-            print(f"Note: checkpoint {path} was trained with other method settings: {'; '.join(method_diffs)}")
+        state = fit_state(checkpoint, path, own, self.checkpoint_meta(name), self.cfg_node, self.model)
         with torch.no_grad():
             for k, p in own.items():
                 p.copy_(state[k].to(p.dtype))

@@ -50,8 +50,9 @@ def map_class_rows(state: Mapping[str, torch.Tensor], own: Mapping[str, torch.Te
         unseen = [c for c in current if c not in index]
         if unseen and rule == "refuse":
             shown = ", ".join(unseen[:5]) + (", ..." if len(unseen) > 5 else "")
+            why = why or "The method cannot evaluate classes it was not trained on"
             raise UserError(f"checkpoint {path} holds {name!r} with one row per class it was trained on; "
-                            f"{len(unseen)} of this run's classes have none ({shown}). {why or 'The method cannot evaluate classes it was not trained on.'}")
+                            f"{len(unseen)} of this run's classes have none ({shown}). {why}")
         mapped = own[name].detach().clone().to(rows.dtype).cpu() if rule == "init" else \
             torch.zeros((len(current), *rows.shape[1:]), dtype=rows.dtype)
         for i, c in enumerate(current):
@@ -77,3 +78,37 @@ def class_count_hint(state: Mapping[str, torch.Tensor], own: Mapping[str, torch.
     return (f"{names} have one row per class ({len(saved)} classes in the checkpoint, {len(current)} in this run) "
             "but the method does not declare them class-specific, so they cannot be mapped by class name; declare "
             "them in the model's class_specific() (docs/adding_a_method.md, 'Parameters that belong to classes')")
+
+
+def fit_state(checkpoint: dict, path: str, own: Mapping[str, torch.Tensor], mine: Mapping, cfg_node: str,
+              model) -> dict:
+    """The checkpoint's learnable tensors fitted to this model (``own``; ``mine``: this run's checkpoint meta):
+    trainer and backbone must match; ``model.class_specific()`` rows are mapped by class name; a missing tensor or
+    any other shape mismatch is one UserError naming the likely cause (the class set, method settings, N_CTX)."""
+    state = checkpoint.get("state_dict", checkpoint)
+    state = {k[7:] if k.startswith("module.") else k: v for k, v in state.items()}
+    meta = checkpoint.get("meta") or {}
+    diffs = [f"{k}: checkpoint {meta[k]!r} vs this run {mine[k]!r}" for k in ("trainer", "backbone")
+             if k in meta and meta[k] != mine[k]]
+    if diffs:
+        raise UserError(f"checkpoint {path} does not match this run ({'; '.join(diffs)}); "
+                        "pass the --model-dir of a run made with the same trainer and backbone")
+    theirs, ours = meta.get("method_cfg") or {}, mine["method_cfg"]
+    method_diffs = [f"TRAINER.{cfg_node}.{k}: checkpoint {theirs[k]!r} vs this run {ours[k]!r}"
+                    for k in ours if k in theirs and theirs[k] != ours[k]]
+    saved = meta.get("classnames")
+    state = map_class_rows(state, own, model.class_specific(), saved, mine["classnames"], path,
+                           model.unseen_classes_reason)
+    missing = [k for k in own if k not in state]
+    wrong = [f"{k} {tuple(state[k].shape)} vs {tuple(own[k].shape)}" for k in own
+             if k in state and state[k].shape != own[k].shape]
+    if missing or wrong:
+        cause = (class_count_hint(state, own, saved, mine["classnames"])
+                 or (f"It was trained with other method settings ({'; '.join(method_diffs)})" if method_diffs
+                     else "It was made with different prompt settings (e.g. N_CTX, prompt depth)"))
+        raise UserError(f"checkpoint {path} does not fit this model: missing {missing or 'nothing'}; shape mismatch "
+                        f"{wrong or 'none'}. {cause}; use the same --config-file and TRAINER options as the training "
+                        "run")
+    if method_diffs:
+        print(f"Note: checkpoint {path} was trained with other method settings: {'; '.join(method_diffs)}")
+    return state
