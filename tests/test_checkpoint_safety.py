@@ -70,3 +70,53 @@ def test_prune_keeps_last_and_frequency(tmp_path):
     names = sorted(p.name for p in tmp_path.iterdir())
     assert names == ["checkpoint", "model.pth.tar-2", "model.pth.tar-4", "model.pth.tar-5"]
     assert last_checkpoint(str(tmp_path)) == str(tmp_path / "model.pth.tar-5")
+
+
+def test_dassl_format_prompts_evaluate_through_train_py(tmp_path, monkeypatch):
+    """A CoOp-family release (``prompt_learner/model.pth.tar-50``: Dassl's dict, with the class-dependent token
+    buffers and the pickled scheduler successor) evaluates with the built-in CoOp, as our own checkpoint does."""
+    import collections
+    import sys
+
+    import numpy as np
+
+    import train
+    from tests.helpers import coop_argv, make_image_folder
+
+    monkeypatch.delenv(TRUST_ENV, raising=False)
+
+    def cli(*args):
+        saved = sys.stdout
+        try:
+            return train.cli([str(a) for a in args])
+        finally:
+            sys.stdout = saved
+
+    root = make_image_folder(tmp_path / "data", n_classes=4, per_class=8, size=16)
+    opts = ("DATASET.NUM_SHOTS", "2", "OPTIM.MAX_EPOCH", "1", "USE_CUDA", "False")
+    ours = tmp_path / "ours"
+    assert cli(*coop_argv(root, ours, opts=opts + ("DATASET.SUBSAMPLE_CLASSES", "base"))) == 0
+    ctx = load_checkpoint(str(ours / "prompt_learner" / "model.pth.tar-1"))["state_dict"]["ctx"]
+
+    param = torch.nn.Parameter(ctx.clone())
+    optim = torch.optim.SGD([param], lr=0.002, momentum=0.9)
+    param.grad = torch.ones_like(param)
+    optim.step()
+    successor = torch.optim.lr_scheduler.CosineAnnealingLR(optim, 50)
+    dassl = {"state_dict": collections.OrderedDict(ctx=ctx, token_prefix=torch.zeros(2, 1, ctx.shape[1]),
+                                                   token_suffix=torch.zeros(2, 60, ctx.shape[1])),
+             "epoch": 50, "optimizer": optim.state_dict(), "val_result": None,
+             "scheduler": {"successor": successor, "warmup_epoch": 1, "cons_lr": 1e-5, "base_lrs": [0.002],
+                           "last_epoch": 50, "_step_count": 51}}
+    release = tmp_path / "release" / "prompt_learner"
+    release.mkdir(parents=True)
+    torch.save(dassl, release / "model.pth.tar-50")
+    (release / "checkpoint").write_text("model.pth.tar-50\n")
+
+    new = ("DATASET.SUBSAMPLE_CLASSES", "new")
+    assert cli(*coop_argv(root, tmp_path / "a", "--eval-only", "--model-dir", ours, "--load-epoch", 1,
+                          opts=opts + new)) == 0
+    assert cli(*coop_argv(root, tmp_path / "b", "--eval-only", "--model-dir", release.parent, "--load-epoch", 50,
+                          opts=opts + new)) == 0
+    a, b = np.load(tmp_path / "a" / "predictions.npz"), np.load(tmp_path / "b" / "predictions.npz")
+    assert np.array_equal(a["logits"], b["logits"])
