@@ -22,10 +22,12 @@ class Stop(KeyboardInterrupt):
     """What a pre-empted job looks like to the trainer."""
 
 
-def run(root, out) -> int:
+def run(root, out, workers=0) -> int:
     saved = sys.stdout
     try:
-        return train.cli([str(a) for a in coop_argv(root, out, "--calib", opts=OPTS)])
+        # coop_argv sets NUM_WORKERS 0; the last value wins
+        return train.cli([str(a) for a in coop_argv(root, out, "--calib",
+                                                    opts=OPTS + ("DATALOADER.NUM_WORKERS", str(workers)))])
     finally:
         sys.stdout = saved
 
@@ -44,14 +46,22 @@ def data_root(tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def uninterrupted(data_root, tmp_path_factory):
-    out = tmp_path_factory.mktemp("ref")
-    assert run(data_root, out) == 0
-    return out
+    """The reference runs, by loader worker count (0: in the main process; 2: persistent worker processes, whose
+    augmentation streams a resume replays)."""
+    refs = {}
+
+    def get(workers):
+        if workers not in refs:
+            refs[workers] = tmp_path_factory.mktemp(f"ref{workers}")
+            assert run(data_root, refs[workers], workers) == 0
+        return refs[workers]
+    return get
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("stop_after", [1, 2])
-def test_a_stopped_run_resumes_to_the_same_record(data_root, uninterrupted, tmp_path, monkeypatch, stop_after):
+@pytest.mark.parametrize("stop_after,workers", [(1, 0), (2, 0), (1, 2)])
+def test_a_stopped_run_resumes_to_the_same_record(data_root, uninterrupted, tmp_path, monkeypatch, stop_after,
+                                                  workers):
     from trainers.base import PromptTrainer
 
     def stop(self):
@@ -60,14 +70,14 @@ def test_a_stopped_run_resumes_to_the_same_record(data_root, uninterrupted, tmp_
 
     monkeypatch.setattr(PromptTrainer, "before_epoch", stop, raising=False)
     out = tmp_path / "run"
-    assert run(data_root, out) == 130
+    assert run(data_root, out, workers) == 130
     assert not (out / "results.json").exists()
     assert sorted(p.name for p in (out / "prompt_learner").iterdir()) == ["checkpoint", f"model.pth.tar-{stop_after}"]
     monkeypatch.undo()
 
-    assert run(data_root, out) == 0  # the same command
+    assert run(data_root, out, workers) == 0  # the same command
     assert f"Resumed at epoch {stop_after}" in (out / "log.txt").read_text()
-    (res, arrays), (ref_res, ref_arrays) = record(out), record(uninterrupted)
+    (res, arrays), (ref_res, ref_arrays) = record(out), record(uninterrupted(workers))
     assert res["metrics"] == ref_res["metrics"]
     assert res["run"]["identity"] == ref_res["run"]["identity"]
     assert sorted(arrays) == sorted(ref_arrays)

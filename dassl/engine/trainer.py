@@ -238,11 +238,26 @@ class TrainerBase:
         if checkpoint.get("best_result") is not None:
             self.best_result = checkpoint["best_result"]
         if checkpoint.get("rng") is not None:
+            self.replay_worker_streams(start_epoch)
             set_rng_state(checkpoint["rng"], self.rng_generators())
         self.after_resume(checkpoint, start_epoch)
         print(f"Previous epoch: {start_epoch}")
         print(f"Resumed at epoch {start_epoch}")
         return start_epoch
+
+    def replay_worker_streams(self, epochs: int) -> None:
+        """Persistent loader workers (DATALOADER.PERSISTENT_WORKERS, NUM_WORKERS > 0) keep their random streams
+        (augmentations) in their own processes across epochs, out of reach of a checkpoint. A resumed run, whose
+        loader generator is still at its start, iterates the train loader for the finished epochs without training,
+        so its workers draw exactly what the interrupted run's drew and the next epochs continue their streams."""
+        loader = getattr(self, "train_loader_x", None)
+        if not epochs or loader is None or not (loader.num_workers > 0 and loader.persistent_workers):
+            return
+        print(f"Replaying the data loading of {epochs} epoch(s), so the persistent loader workers' random streams "
+              "continue exactly where the interrupted run's were")
+        for _ in range(epochs):
+            for _ in loader:
+                pass
 
     #: Without --load-epoch, load model-best.pth.tar; True: the last checkpoint saved when there is no best one.
     load_last_without_best: bool = False
