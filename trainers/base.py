@@ -3,8 +3,8 @@
 A method supplies a :class:`PromptModel` (how prompts enter CLIP) and, when it has one, its own loss terms. The
 trainer does the rest, once for every method: load CLIP once and freeze it, the precision policy, the frozen
 zero-shot text features ``F0`` of the current class set, the optimiser over learnable parameters only, the training
-step (method loss + ``--calib`` terms), evaluation with text features computed once, checkpoints holding learnable
-parameters only, and the run record.
+step (method loss + ``--calib`` terms) and evaluation with text features computed once. Checkpoints, resume, the
+test loop and the run record are the engine's (docs/architecture.md §6); this class fills in its hooks.
 """
 from __future__ import annotations
 
