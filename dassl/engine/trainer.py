@@ -136,7 +136,21 @@ class TrainerBase:
         state = checkpoint.get("state_dict", checkpoint)
         state = OrderedDict((k[7:] if k.startswith("module.") else k, v) for k, v in state.items()
                             if not k.endswith(CLASS_DEPENDENT_SUFFIXES))
-        result = self._models[name].load_state_dict(state, strict=False)
+        saved = (checkpoint.get("meta") or {}).get("classnames")
+        current = list(self.dm.dataset.classnames) if hasattr(getattr(self, "dm", None), "dataset") else None
+        if saved and current and list(saved) != current:
+            rows = [k for k, v in state.items() if torch.is_tensor(v) and v.dim() > 1 and v.shape[0] == len(saved)]
+            if rows:
+                print(f"Warning: {path} was trained on other classes ({len(saved)}; this run has {len(current)}) and "
+                      f"{rows} have one row per trained class; they load by position, not by class name. A "
+                      "PromptTrainer method maps such rows by name (docs/adding_a_method.md, 'Parameters that "
+                      "belong to classes')")
+        try:
+            result = self._models[name].load_state_dict(state, strict=False)
+        except RuntimeError as e:  # a shape mismatch
+            raise UserError(f'checkpoint "{path}" does not fit model {name}: {str(e).splitlines()[-1].strip()}; '
+                            "evaluate with the settings (and, for per-class parameters, the classes) it was trained "
+                            "with") from None
         if result.unexpected_keys:
             raise UserError(f'checkpoint "{path}" does not match model {name} (unexpected keys: '
                             f"{result.unexpected_keys[:5]}); pass the --model-dir of a run of this trainer")
