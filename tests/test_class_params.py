@@ -117,3 +117,23 @@ def test_coop_csc_refuses_unseen_classes(root, tmp_path, capsys):
     # its own classes evaluate (rows mapped by name, here in the same order)
     assert cli(root, tmp_path / "again", "--eval-only", "--model-dir", base, "--load-epoch", 1, trainer="CoOp",
                subsample="base", opts=csc) == 0
+
+
+def test_engine_default_load_says_when_per_class_rows_load_by_position(capsys):
+    """A ported (non-PromptTrainer) trainer loads with Dassl's rule: rows of another class set are named, and a
+    class-count mismatch is one UserError rather than torch's traceback."""
+    from types import SimpleNamespace
+
+    from dassl.engine.trainer import TrainerBase
+    from dassl.utils import UserError
+
+    trainer = TrainerBase()
+    trainer.register_model("head", nn.Linear(2, 3))
+    trainer.dm = SimpleNamespace(dataset=SimpleNamespace(classnames=["d", "e", "f"]))
+    same_count = {"state_dict": {"weight": torch.zeros(3, 2), "bias": torch.zeros(3)},
+                  "meta": {"classnames": ["a", "b", "c"]}}
+    trainer.load_state("head", same_count, "ckpt")
+    assert "['weight'] have one row per trained class; they load by position" in capsys.readouterr().out
+    other_count = {"state_dict": {"weight": torch.zeros(4, 2)}, "meta": {"classnames": list("abcd")}}
+    with pytest.raises(UserError, match='"ckpt" does not fit model head'):
+        trainer.load_state("head", other_count, "ckpt")
