@@ -88,6 +88,8 @@ def test_a_stopped_run_resumes_to_the_same_record(data_root, uninterrupted, tmp_
 
 
 def test_checkpoint_cadence_is_not_identity():
-    from runs.identity import identity_free
+    """Asking for more checkpoints after the fact keeps the run's folder and identity (so it can still resume)."""
+    from runs.identity import identity_free, options, options_id
 
     assert identity_free("TRAIN.CHECKPOINT_FREQ")
+    assert options(["TRAIN.CHECKPOINT_FREQ", "5"]) == {} and options_id(["TRAIN.CHECKPOINT_FREQ", "5"]) is None
