@@ -19,6 +19,7 @@ import traceback
 import torch
 from yacs.config import CfgNode as CN
 
+import runs
 from calibration.regularizers import CALIB_NAMES, DEFAULT_CALIB, resolve_calib_name
 from common.atomic import atomic_write_text
 from common.errors import UserError
@@ -27,6 +28,8 @@ from dassl.config import flatten_cfg, get_cfg_default
 from dassl.utils import collect_env_info, set_random_seed
 
 KEY_RE = re.compile(r"^[A-Z][A-Z0-9_]*(\.[A-Z0-9_]+)+$")
+
+runs.register_with_engine()  # the engine's run-record writer and metric function are this application's
 
 
 #: where each config key is declared, once (the unknown-key message names them)
@@ -117,6 +120,9 @@ def _merge_file(cfg: CN, path: str, what: str) -> None:
     if not os.path.isfile(path):
         raise UserError(f"{what} {path!r} does not exist; pass a file from configs/ (e.g. "
                         f"configs/{'datasets' if 'dataset' in what else 'trainers/CoOp'}/...)")
+    if path.endswith(".py"):  # yacs would execute it: opening a file never runs its code
+        raise UserError(f"{what} {path!r} is a Python file, which yacs would run to read it; config files are YAML "
+                        "(.yaml), read without running anything")
     import yaml
 
     try:
@@ -249,15 +255,15 @@ def _remove_empty(dirs: list[str]) -> None:
 
 
 def _run(args, cfg) -> None:
-    from trainers import identity, run_folder
-    from trainers.eval_only import adopt_training_config
+    from runs import identity, run_folder
+    from runs.eval_only import adopt_training_config
 
-    # Validate everything before the folder is touched (trainers/run_folder.py); the output so far is held in
+    # Validate everything before the folder is touched (runs/run_folder.py); the output so far is held in
     # memory and goes into log.txt once the run starts.
     held = run_folder.hold_console()
     if args.eval_only:
         cfg.defrost()
-        adopt_training_config(cfg, args)  # the checkpoint's training keys (trainers/eval_only.py)
+        adopt_training_config(cfg, args)  # the checkpoint's training keys (runs/eval_only.py)
         cfg.freeze()
     if cfg.SEED >= 0:
         print(f"Setting fixed seed: {cfg.SEED}")

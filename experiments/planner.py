@@ -5,7 +5,7 @@ say what it is (protocol, trainer, dataset, seed, shots, config, backbone, ``cal
 (e.g. the runs that differ only in their loss, trained in one process) is a function over the list
 (:meth:`Unit.key_without_loss`). Names follow one rule (:meth:`Planner.cfg_name`):
 ``<cfg>[_<backbone>][_calib|_calib-<name>][_<options id>]``, the options id being the record's
-``run.identity.options_id`` (trainers/identity.py) of the user's options: ``OPTS`` and a ``THREADS`` other than the
+``run.identity.options_id`` (runs/identity.py) of the user's options: ``OPTS`` and a ``THREADS`` other than the
 thread policy's. The settings the sweep applies itself (the toy protocol's epochs and crops, the thread policy,
 PromptSRC's few-shot GPA) are passed as train.py ``--sweep-opt KEY VALUE``: recorded as ``sweep_options``, not
 part of the id, and announced on the console (:func:`applied_settings_notes`).
@@ -142,7 +142,7 @@ class Planner:
     def options_suffix(self, backbone: str | None) -> str:
         """``_<options id>`` of the user's options ('' without any: the default paths keep the CoOp layout); the
         id the record stores as ``run.identity.options_id``."""
-        from trainers.identity import options_id
+        from runs.identity import options_id
 
         found = options_id(self.user_options(backbone))
         return f"_{found}" if found else ""

@@ -2,8 +2,8 @@
 looks at is found by :func:`scan` and read by :func:`read_results`.
 
 A run folder holds its record (``results.json``: ``metrics``, ``run``; the name is the writer's,
-``trainers.record.RESULTS``) and, beside it, post-hoc records (``results_<method>.json``, tools/calibrate.py). A rerun
-moves an old record into ``previous/<time>/`` (``trainers.run_folder.PREVIOUS``); the scanner never looks there.
+``runs.record.RESULTS``) and, beside it, post-hoc records (``results_<method>.json``, tools/calibrate.py). A rerun
+moves an old record into ``previous/<time>/`` (``runs.run_folder.PREVIOUS``); the scanner never looks there.
 Both names are imported where they are used: importing them loads the trainers, which a table does not need
 otherwise.
 """
@@ -14,8 +14,8 @@ from pathlib import Path
 from typing import Any
 
 def results_name() -> str:
-    """``results.json``: the record's file name, as the writer (trainers/record.py) names it."""
-    from trainers.record import RESULTS
+    """``results.json``: the record's file name, as the writer (runs/record.py) names it."""
+    from runs.record import RESULTS
 
     return RESULTS
 
@@ -62,7 +62,7 @@ def result_line(run_dir: str | Path) -> str:
 def scan(root: str | Path) -> list[Path]:
     """Every ``results.json`` under ``root`` (``root`` itself when it is a file), sorted, without the records moved
     aside into ``previous/``."""
-    from trainers.run_folder import PREVIOUS  # defined where records are moved aside (imports the trainers)
+    from runs.run_folder import PREVIOUS  # defined where records are moved aside (imports the trainers)
 
     root = Path(root)
     if root.is_file():

@@ -2,7 +2,7 @@
 tools/update_readme.py ask here)
 
 :class:`Checker` resolves a train.py command line in-process (``train.setup_cfg``: no model, no data loader; the
-experiments library sits above train.py) into the identity train.py would record (trainers/identity.py) and
+experiments library sits above train.py) into the identity train.py would record (runs/identity.py) and
 compares it with the folder's ``results.json``: ``done`` (the same identity), ``stale`` (it differs; the
 differences are named) or ``missing`` (no record).
 """
@@ -35,7 +35,7 @@ class Checker:
         if key in self._expected:
             return self._expected[key]
         import train
-        from trainers import identity
+        from runs import identity
 
         try:
             with contextlib.redirect_stdout(io.StringIO()):
@@ -71,7 +71,7 @@ class Checker:
         expected = self.expected(args, model_args=model_args)
         if expected is None:
             return "stale", ["its command is rejected by train.py now"]
-        from trainers import identity
+        from runs import identity
 
         diffs = identity.differences(recorded, expected)
         return ("stale" if diffs else "done"), diffs

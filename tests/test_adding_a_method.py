@@ -49,7 +49,7 @@ class Shifted(PromptTrainer):
 
 
 def test_new_method_runs_through_train_py_with_calib(tmp_path):
-    root = make_image_folder(tmp_path / "data", n_classes=4, per_class=8)
+    root = make_image_folder(tmp_path / "data", n_classes=5, per_class=8)
     base, new = tmp_path / "base", tmp_path / "new"
     opts = ("DATASET.NUM_SHOTS", "2", "OPTIM.MAX_EPOCH", "1", "DATALOADER.TRAIN_X.BATCH_SIZE", "4")
     assert train.cli(coop_argv(root, base, "--calib", trainer="Shifted",
@@ -103,7 +103,7 @@ def test_doc_examples_train_with_calib_and_record_true_zero_shot_logits(trainer,
     ns = doc_examples()
     if prec == "fp16":
         _fp16_on_cpu(monkeypatch)
-    root = make_image_folder(tmp_path / "data", n_classes=4, per_class=8)
+    root = make_image_folder(tmp_path / "data", n_classes=5, per_class=8)
     base, new = tmp_path / "base", tmp_path / "new"
     opts = ("DATASET.NUM_SHOTS", "2", "OPTIM.MAX_EPOCH", "1", "DATALOADER.TRAIN_X.BATCH_SIZE", "4",
             f"TRAINER.{node}.PREC", prec)

@@ -68,7 +68,7 @@ def _record(run):
 
 def test_coop_repository_file_takes_its_name_and_runs_unmodified(data_root, tmp_path, clip_cache, fresh_registry,
                                                                   capsys):
-    from trainers import identity
+    from runs import identity
 
     base, new = tmp_path / "base", tmp_path / "new"
     file = COOP_REPO / "coop.py"
@@ -169,7 +169,8 @@ def test_paper_file_with_helper_module_and_design_details(data_root, tmp_path, c
 
 
 def test_helper_modules_count_in_the_identity_and_never_shadow_ours(tmp_path, fresh_registry, capsys):
-    from trainers import identity, templates
+    from runs import identity
+    from trainers import templates
 
     plugins = fresh_registry
     folder = tmp_path / "paper"

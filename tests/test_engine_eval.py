@@ -86,8 +86,9 @@ def test_thousands_separator_and_per_class(fake_metrics, capsys, tmp_path):
     assert cmat[1].tolist() == pytest.approx([134 / 234, 100 / 234]) and cmat[0].tolist() == [1.0, 0.0]
 
 
-def test_real_compute_metrics_contract(capsys):
-    pytest.importorskip("calibration.metrics")
+def test_real_compute_metrics_contract(capsys, monkeypatch):
+    metrics = pytest.importorskip("calibration.metrics")
+    monkeypatch.setattr(evaluator_module, "_metric_function", metrics.compute_metrics)  # what train.py registers
     cfg = get_cfg_default()
     ev = Classification(cfg)
     for logits, labels in batches():
@@ -106,3 +107,16 @@ def test_unknown_evaluator():
     with pytest.raises(UserError, match='Did you mean "Classification"'):
         build_evaluator(cfg)
     assert "Classification" in EVALUATOR_REGISTRY
+
+
+def test_engine_default_metrics_are_dassls_plain_ones(capsys, monkeypatch):
+    """The engine imports nothing from the project: without a registered metric function, accuracy and macro-F1."""
+    monkeypatch.setattr(evaluator_module, "_metric_function", evaluator_module.plain_metrics)
+    ev = Classification(get_cfg_default())
+    for logits, labels in batches():
+        ev.process(logits, labels)
+    res = ev.evaluate()
+    out = capsys.readouterr().out
+    assert list(res) == ["accuracy", "error_rate", "macro_f1"] and res["accuracy"] == pytest.approx(75.0)
+    # predictions 0,1,2,2 vs labels 0,1,1,2: F1 per class 1, 2/3, 2/3 (sklearn's macro average)
+    assert res["macro_f1"] == pytest.approx(100 * (1 + 2 / 3 + 2 / 3) / 3) and "* ece" not in out

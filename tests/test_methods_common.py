@@ -43,7 +43,9 @@ def config_for(name: str) -> str:
 
 @pytest.fixture(scope="module")
 def data_root(tmp_path_factory):
-    return make_image_folder(tmp_path_factory.mktemp("methods_data"), n_classes=6, per_class=8)
+    # 5 classes: 3 base, 2 new. Unequal counts, so a parameter with one row per class can never be applied to other
+    # classes by position without a word (issue 24): it is mapped by class name or the load fails
+    return make_image_folder(tmp_path_factory.mktemp("methods_data"), n_classes=5, per_class=8)
 
 
 def argv_for(name, root, out, *extra, subsample="base", opts=()):
@@ -124,5 +126,8 @@ def test_cli_base_then_novel_with_calib(name, data_root, tmp_path):
     assert train.cli(argv_for(name, data_root, new, "--calib", "--eval-only", "--model-dir", str(base),
                               "--load-epoch", "1", subsample="new")) == 0
     pred = np.load(new / "predictions.npz")
-    assert pred["logits"].shape == (len(pred["labels"]), 3)
+    assert pred["logits"].shape == (len(pred["labels"]), 2)
     assert np.isfinite(pred["logits"]).all()
+    # the checkpoint records its classes; the new run's are others, so every class-specific row was mapped by name
+    meta = torch.load(ckpts[0], map_location="cpu", weights_only=True)["meta"]
+    assert len(meta["classnames"]) == 3 and not set(meta["classnames"]) & set(pred["classnames"].tolist())

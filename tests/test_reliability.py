@@ -226,7 +226,7 @@ def test_eval_only_with_a_missing_checkpoint(data_root, trained, tmp_path, capsy
 
 def test_eval_only_with_a_mismatched_checkpoint(data_root, trained, tmp_path, capsys):
     evaluate = ("--eval-only", "--model-dir", trained, "--load-epoch", 2)
-    # explicit values that contradict the checkpoint's training config (trainers/eval_only.py)
+    # explicit values that contradict the checkpoint's training config (runs/eval_only.py)
     rc, err = run(argv(data_root, tmp_path / "bb", *evaluate, epochs=2, backbone="tiny-rn"), capsys)
     assert_one_clear_error(rc, err, "MODEL.BACKBONE.NAME: the checkpoint was trained with 'tiny-vit', this command "
                                     "says 'tiny-rn'")
@@ -267,7 +267,7 @@ def test_nan_loss_names_epoch_step_and_terms_and_keeps_the_last_checkpoint(data_
     assert not (out / CKPT / "model.pth.tar-2").exists()
     monkeypatch.undo()
     rc, err = run(argv(data_root, tmp_path / "eval", "--calib", "--eval-only", "--model-dir", out, "--load-epoch", 1,
-                       epochs=2), capsys)  # the training run's settings (trainers/eval_only.py)
+                       epochs=2), capsys)  # the training run's settings (runs/eval_only.py)
     assert rc == 0, err
     assert torch.isfinite(load_ckpt(out, 1)["state_dict"]["ctx"]).all()
 

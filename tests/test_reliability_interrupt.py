@@ -85,7 +85,7 @@ def test_sigkill_then_rerun_resumes_on_schedule(tmp_path):
     torch.testing.assert_close(final["state_dict"]["ctx"], final_ref["state_dict"]["ctx"], rtol=0, atol=1e-6)
 
     # 3. once more, killed during evaluation (just before results.json is written): the stale one is gone
-    kill_at_results = ("import os, signal, sys; import trainers.record as r; "
+    kill_at_results = ("import os, signal, sys; import runs.record as r; "
                        "r.write_results = lambda *a, **k: os.kill(os.getpid(), signal.SIGKILL); "
                        "import train; sys.exit(train.cli(sys.argv[1:]))")
     done = subprocess.run([sys.executable, "-c", kill_at_results, *map(str, argv(root, out))], cwd=REPO,

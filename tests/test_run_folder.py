@@ -97,7 +97,7 @@ def test_eval_only_takes_the_training_settings(trained, tmp_path, capsys):
 def test_checkpoints_of_other_code_are_not_resumed(trained, tmp_path, monkeypatch, capsys):
     """A stale run that the sweep reruns trains again from scratch: its checkpoints (made by other code) move aside
     with its record instead of being resumed and merely re-evaluated."""
-    from trainers import identity
+    from runs import identity
 
     data, _ = trained
     out = tmp_path / "run"

@@ -14,7 +14,7 @@ from experiments import children, sweep
 from experiments.run_status import Checker
 from tools import parse_results
 from tools import sweep as sweep_tool
-from trainers import identity
+from runs import identity
 
 
 def test_options_id_decodes_values_and_ignores_throughput_keys():
@@ -256,7 +256,7 @@ def test_slurm_submission_reruns_stale_records(tmp_path, capsys, monkeypatch):
 def test_a_dropin_trainer_file_is_part_of_the_code_identity(tmp_path):
     """A trainer loaded from outside the hashed folders (--trainer-file, trainers/contrib, $CALIB_PROMPT_TRAINERS)
     changes results as much as trainers/coop.py does: editing it must make its records stale."""
-    from trainers import identity
+    from runs import identity
     from trainers.plugins import import_file
 
     file = tmp_path / "idtrainer.py"

@@ -15,7 +15,7 @@ from experiments.run_status import Checker
 from tests.helpers import coop_argv, make_image_folder
 from tools import parse_results
 from tools import sweep as sweep_tool
-from trainers import identity
+from runs import identity
 
 
 def _plan(env: dict, method: str = "coop", dataset: str = "toy"):

@@ -41,7 +41,7 @@ def test_base2novel_script_end_to_end(tmp_path):
     lines = res.stdout.splitlines()
     assert lines[0] == "[1/2] coop imagefolder seed 1 calib" and "[2/2] coop imagefolder seed 2 calib" in lines
     runs = sorted(p.parent.relative_to(out).as_posix() for p in out.rglob("results.json"))
-    cfg = "CoOp/vit_b16_ep50_tiny-vit_calib_f9dc8012"  # + the id of the result-changing OPTS (trainers/identity.py)
+    cfg = "CoOp/vit_b16_ep50_tiny-vit_calib_f9dc8012"  # + the id of the result-changing OPTS (runs/identity.py)
     assert runs == [f"base2new/{k}/imagefolder/shots_2/{cfg}/seed{s}" for k in ("test_new", "train_base")
                     for s in (1, 2)]
     header = next(i for i, l in enumerate(lines) if "Base acc" in l)

@@ -21,7 +21,7 @@ Zero-shot CLIP (``zsclip``) trains nothing: one eval-only run per split and data
 ``NUM_SHOTS 0``), whatever SEEDS, SHOTS and CALIB say.
 
 A run whose ``results.json`` records the identity the run would have now (resolved config, data split, code and
-library versions, the prompts it evaluates: trainers/identity.py) is complete and skipped; a record of another
+library versions, the prompts it evaluates: runs/identity.py) is complete and skipped; a record of another
 identity is stale: the sweep names what differs and runs it again (``ON_MISMATCH=error``: refuses, counted as a
 failure); any other run is (re)started in its folder, where train.py resumes from its last checkpoint.
 The user's options (``OPTS``, and a ``THREADS`` other than the thread policy's count) put a short id into the

@@ -70,7 +70,7 @@ def runs_time(output: Path, trainers: Sequence[str], dataset: str) -> tuple[int,
     """How many runs of ``trainers`` on ``dataset`` lie under ``output``, and their training plus evaluation
     seconds in all (the ``timings`` of their run records; process start-up and data loading not included)."""
     count, seconds = 0, 0.0
-    from trainers.run_folder import PREVIOUS
+    from runs.run_folder import PREVIOUS
 
     for path in sorted(p for p in output.rglob("results.json") if PREVIOUS not in p.relative_to(output).parts):
         run = json.loads(path.read_text())["run"]

@@ -7,12 +7,10 @@ from . import plugins
 from .base import PromptModel, PromptOutput, PromptTrainer
 from .templates import zeroshot_classifier
 
-_SKIP = {"base", "config", "prompts", "templates", "record", "plugins"}
-
 
 def _import_all() -> None:
     for info in pkgutil.iter_modules(__path__):
-        if info.name not in _SKIP and not info.name.startswith("_"):
+        if not info.name.startswith("_"):
             plugins.import_module(f"{__name__}.{info.name}", f"trainers/{info.name}.py")
 
 

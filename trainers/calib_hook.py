@@ -28,18 +28,15 @@ import torch.nn.functional as F
 
 from calibration.regularizers import build_objective
 
-from .base import PromptTrainer
-from .templates import zeroshot_text_features
+from .templates import FrozenTarget, zeroshot_text_features
 
 
-class CalibHook:
-    """Mixin for a Dassl ``TrainerX`` subclass: ``setup_calib(clip_model)`` then ``calib_loss(...)`` in the step."""
+class CalibHook(FrozenTarget):
+    """Mixin for a Dassl ``TrainerX`` subclass: ``setup_calib(clip_model)`` then ``calib_loss(...)`` in the step.
+    F0's templates and precision follow PromptTrainer's rule (:class:`trainers.templates.FrozenTarget`); the
+    checkpoints, resume, test loop and run record are the engine's, as for every trainer."""
 
     supports_calib = True
-
-    # F0's templates and precision (TRAINER.CALIB.FROZEN_TEMPLATES / FROZEN_TARGET_PREC): PromptTrainer's rules
-    frozen_target_templates = PromptTrainer.frozen_target_templates
-    frozen_target_precision = PromptTrainer.frozen_target_precision
 
     def setup_calib(self, clip_model) -> None:
         """Build the --calib objective and the frozen text features ``F0`` of the current classes, once."""

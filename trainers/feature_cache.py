@@ -20,16 +20,19 @@ computing the features. Which features may be cached at all is checked, not decl
 """
 from __future__ import annotations
 
+import functools
 import hashlib
 import inspect
 import json
 import os
+import contextlib
 import sys
 from pathlib import Path
 
 import torch
 
 from common.atomic import atomic_torch_save
+from dassl.utils import read_image
 
 ENV_DIR = "CALIB_PROMPT_CACHE"
 
@@ -57,12 +60,27 @@ def tower_fingerprint(visual: torch.nn.Module) -> str:
     return h.hexdigest()
 
 
+@functools.lru_cache(maxsize=1)
 def library_versions() -> dict[str, str]:
-    """The libraries that compute the features: the run identity's list (torch, torchvision, open_clip, numpy,
-    Pillow, Python major.minor; trainers/identity.py), one list for both."""
-    from .identity import library_versions as versions
+    """The libraries that change numbers (torch, torchvision, open_clip, numpy, Pillow, Python major.minor): the
+    feature cache's key and the run identity (runs/identity.py) use this one list."""
+    import platform
 
-    return versions()
+    import numpy
+    import PIL
+    import torch
+    import torchvision
+
+    # plain str: torch.__version__ is a TorchVersion, which checkpoints loaded with weights_only=True refuse
+    out = {"python": ".".join(platform.python_version_tuple()[:2]), "torch": str(torch.__version__),
+           "torchvision": str(torchvision.__version__), "numpy": str(numpy.__version__), "pillow": str(PIL.__version__)}
+    try:
+        import open_clip
+
+        out["open_clip"] = str(open_clip.__version__)
+    except Exception:  # pragma: no cover - open_clip is a requirement
+        out["open_clip"] = None
+    return out
 
 
 def _file_sha256(path: str) -> str:
@@ -174,3 +192,89 @@ def save(path: Path, features: torch.Tensor, labels: torch.Tensor) -> bool:
         print(f"Warning: cannot write the feature cache {path} ({type(exc).__name__}: {exc}); continuing without "
               "it (set TEST.FEATURE_CACHE_DIR to a writable folder, or TEST.FEATURE_CACHE False)")
         return False
+
+
+class CachedFeatures:
+    """PromptTrainer's side of the cache (a mixin): where a loader's features live, whether a function's features
+    may be cached at all (checked), and the cached or computed features themselves."""
+
+    def feature_cache_path(self, loader, frozen: bool = False):
+        """Where the image features of ``loader``'s images are cached: the key hashes the tower weights, the
+        precision, the image-encoding code, the transform and the image list (trainers/py).
+        ``frozen``: the features of frozen CLIP (:meth:`frozen_encode_image`) rather than the method's own."""
+        model, dataset = self.model, loader.dataset
+        encode = type(self).frozen_encode_image if frozen else type(model).encode_image
+        # the code that computes the features: the encode function and what it overrides, CLIP's class (its
+        # encode_image), the tower's module classes (clip/encoders.py, open_clip), the transforms, the image reader
+        code = [encode] if frozen else [c.__dict__["encode_image"] for c in type(model).__mro__
+                                        if "encode_image" in c.__dict__]
+        code += [type(model.clip), model.clip.visual, getattr(model, "image_encoder", None) or model.clip.visual,
+                 type(dataset), read_image, *getattr(dataset.transform, "transforms", [dataset.transform])]
+        cuda = self.device.type == "cuda"
+        device = self.device.type + (f":{torch.cuda.get_device_name(self.device)}" if cuda else "")
+        key = feature_key(model.clip.visual, dataset.transform, dataset.data_source,
+                                        {"precision": self.precision, "device": device,
+                                         "encoder": f"{encode.__module__}.{encode.__qualname__}",
+                                         "code": code_fingerprint(*code)})
+        return cache_dir(self.cfg) / f"{key}.pt"
+
+    def image_path_learnable(self, encode) -> bool:
+        """Checked, not declared: whether ``encode`` (images -> features) depends on a learnable parameter
+        (:func:`depends_on_learnable` on one blank image of INPUT.SIZE, in eval mode; the
+        RNG states and the model's mode are left as they were). The answer is kept while the function and the
+        model's parameters and their ``requires_grad`` flags stay the same, so a cached evaluation runs no image."""
+        signature = (getattr(encode, "__func__", encode),
+                     tuple((id(p), p.requires_grad) for p in self.model.parameters()))
+        known = self.__dict__.setdefault("_image_path_learnable", {})
+        if signature in known:
+            return known[signature]
+        probe = torch.zeros(1, 3, *self.cfg.INPUT.SIZE, device=self.device)
+        modes = [(m, m.training) for m in self.model.modules()]
+        self.model.eval()
+        cuda = [self.device.index or torch.cuda.current_device()] if self.device.type == "cuda" else []
+        try:
+            with torch.random.fork_rng(devices=cuda):
+                known[signature] = depends_on_learnable(encode, probe)
+        finally:
+            for m, mode in modes:
+                m.training = mode
+        return known[signature]
+
+    @torch.no_grad()
+    def image_features(self, loader, frozen: bool = False) -> tuple[torch.Tensor, torch.Tensor] | None:
+        """Image features and labels of a loader's images, from the on-disk cache when possible.
+
+        The method's own features (default) are cached only when its image tower is frozen; None when it is
+        prompted (``image_prompted``, or checked: :meth:`image_path_learnable`) or the cache is off. ``frozen``:
+        frozen CLIP's features, which an image-prompted method needs for the zero-shot logits; cached whenever the
+        cache is on (and CLIP is indeed frozen). The cache is best-effort: a failure to read or write it is a
+        warning line.
+        """
+        if not self.cfg.TEST.FEATURE_CACHE or (self.model.image_prompted and not frozen):
+            return None
+        if frozen and not self.model.image_prompted:
+            frozen = False  # the method's own features are frozen CLIP's: one cache entry, not two
+        # the frozen pass runs as zero_shot_logits' own does (outside autocast), so cached == uncached
+        encode, context = ((self.frozen_encode_image, contextlib.nullcontext) if frozen
+                           else (self.model.encode_image, self.autocast))
+        if self.image_path_learnable(encode):  # never read nor write features that training moves
+            return None
+        path = self.feature_cache_path(loader, frozen)
+        hit = load(path, expected=len(loader.dataset))
+        if hit is not None:
+            print(f"Using cached {'frozen ' if frozen else ''}image features ({len(hit[1])} images) from {path}")
+            return hit
+        feats, labels = [], []
+        from tqdm import tqdm
+
+        for batch in tqdm(loader, desc="image features", leave=False, disable=not self.cfg.VERBOSE):
+            if batch is None:
+                continue
+            image, label = self.parse_batch_test(batch)
+            with context():
+                feats.append(encode(image).float().cpu())
+            labels.append(label.cpu())
+        result = torch.cat(feats), torch.cat(labels)
+        if len(result[1]) == len(loader.dataset):  # never cache a partial set (skipped unreadable images)
+            save(path, *result)
+        return result

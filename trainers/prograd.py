@@ -108,6 +108,14 @@ class ProGradModel(PromptModel):
     def encode_text(self) -> torch.Tensor:
         return self.encode_prompts(self.prompts.assemble(self.ctx), self.prompts.eot_idx)
 
+    #: CSC True: one context per training class (issue 24); the reference has no context for any other class
+    unseen_classes_reason = ("With CSC True the method learns one context per training class, and its reference "
+                             "cannot evaluate classes it was not trained on; train with CSC False to evaluate on new "
+                             "classes")
+
+    def class_specific(self) -> dict[str, str]:
+        return {"ctx": "refuse"} if self.ctx.dim() == 3 else {}
+
     def forward(self, image=None, label=None, *, prepared=None, image_features=None) -> PromptOutput:
         out = super().forward(image, label, prepared=prepared, image_features=image_features)
         if self.training:  # the teacher only shapes the update; nothing at test time

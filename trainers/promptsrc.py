@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import copy
 import math
-import os.path as osp
 
 import torch
 import torch.nn.functional as F
@@ -19,6 +18,7 @@ import torch.nn.functional as F
 from common.atomic import atomic_torch_save
 from common.errors import UserError
 from dassl.engine import TRAINER_REGISTRY
+from common.errors import UserError
 
 import clip
 
@@ -189,22 +189,16 @@ class PromptSRC(PromptTrainer):
                   f"(GPA_MEAN {self.method_cfg.GPA_MEAN}, GPA_STD {self.method_cfg.GPA_STD}) loaded")
         super().after_epoch()
 
-    # The running aggregate of an unfinished run is saved next to each intermediate checkpoint so a resumed run
-    # aggregates every epoch; checkpoints themselves keep holding the learnable parameters only.
-    def _gpa_path(self, directory: str, epoch: int) -> str:
-        return osp.join(directory, self.registered_name, f"gpa.pth.tar-{epoch}")
+    # The running aggregate of an unfinished run goes into the engine's checkpoint (``extra``), so a resumed run
+    # aggregates every epoch; the parameters in the checkpoint stay the learnable ones.
+    def checkpoint_extra(self, epoch: int) -> dict:
+        return {"gpa_sum": self.gpa.state()} if epoch + 1 < self.max_epoch else {}
 
-    def save_model(self, epoch, directory, is_best=False, val_result=None, model_name=""):
-        super().save_model(epoch, directory, is_best=is_best, val_result=val_result, model_name=model_name)
-        if not model_name and epoch + 1 < self.max_epoch:
-            atomic_torch_save(self._gpa_path(directory, epoch + 1), {"epoch": epoch + 1, "sum": self.gpa.state()})
-
-    def resume_model_if_exist(self, directory):
-        start = super().resume_model_if_exist(directory)
-        if 0 < start < self.max_epoch:
-            path = self._gpa_path(directory, start)
-            if not osp.exists(path):
-                raise UserError(f"resuming PromptSRC at epoch {start} needs the GPA state {path}, which is missing; "
-                                "delete the output folder to train from scratch")
-            self.gpa.restore(torch.load(path, map_location="cpu", weights_only=True)["sum"])
-        return start
+    def after_resume(self, checkpoint: dict, start_epoch: int) -> None:
+        if 0 < start_epoch < self.max_epoch:
+            extra = checkpoint.get("extra") or {}
+            if "gpa_sum" not in extra:
+                raise UserError(f"resuming PromptSRC at epoch {start_epoch} needs the running prompt average, which "
+                                "its checkpoint does not hold (saved by older code); delete the output folder to "
+                                "train from scratch")
+            self.gpa.restore(extra["gpa_sum"])

@@ -73,6 +73,21 @@ def frozen_target_precision(value) -> str | None:
     return None if kind == "model" else kind
 
 
+class FrozenTarget:
+    """The templates and precision of the frozen target ``F0`` (the --calib target, the zero-shot logits), from
+    TRAINER.CALIB.FROZEN_TEMPLATES / FROZEN_TARGET_PREC: one rule for PromptTrainer and CalibHook (a mixin)."""
+
+    def frozen_target_templates(self) -> list[str]:
+        """A method may substitute its own table (KgCoOp/ProGrad, as the TCPT code does, behind a switch)."""
+        kind = self.cfg.TRAINER.CALIB.FROZEN_TEMPLATES if "CALIB" in self.cfg.TRAINER else "single"
+        return frozen_templates(self.cfg.DATASET.NAME, kind)
+
+    def frozen_target_precision(self) -> str | None:
+        """TRAINER.CALIB.FROZEN_TARGET_PREC: the precision F0's text tower runs in (None: the model's own)."""
+        calib = self.cfg.TRAINER.get("CALIB") or {}
+        return frozen_target_precision(calib.get("FROZEN_TARGET_PREC", "model"))
+
+
 @torch.no_grad()
 def zeroshot_text_features(clip_model, classnames: Sequence[str], templates: Sequence[str],
                            chunk: int = 256, precision: str | None = None) -> torch.Tensor:

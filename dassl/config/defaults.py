@@ -111,6 +111,7 @@ _C.OPTIM.WARMUP_RECOUNT = True
 
 # Train
 _C.TRAIN = CN()
+# ours: a resumable checkpoint is saved after every epoch; the last one is kept, plus every N-th epoch's when N > 0
 _C.TRAIN.CHECKPOINT_FREQ = 0
 _C.TRAIN.PRINT_FREQ = 10
 _C.TRAIN.COUNT_ITER = "train_x"

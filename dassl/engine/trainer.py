@@ -1,14 +1,19 @@
-"""TrainerBase -> SimpleTrainer -> TrainerX: the inherited trainer contract of
-docs/engine_api.md#trainer-contract.
+"""TrainerBase -> SimpleTrainer -> TrainerX: the inherited trainer contract
+(docs/engine_api.md#trainer-contract), and the one run lifecycle.
 
-Differences from Dassl (docs/engine_api.md#dassl-behaviours-we-fix): schedulers are never stepped automatically
-(trainers call
-``update_lr()`` at the last batch); base ``load_model`` is non-strict, drops class-count-dependent
-token buffers and tolerates ``val_result=None``; tensorboard is optional; ``test()`` runs its loop
-through the overridable hook ``run_evaluation``; checkpoint contents come from the hook
-``checkpoint_state_dict``; a trainer that uses the default evaluation loop (``model_inference`` logits) gets the run
-record (trainers/record.py: results.json, predictions.npz) on the test split, as ``PromptTrainer`` does; a
-trainer that does not declare ``supports_calib`` refuses ``--calib`` instead of ignoring it.
+The engine owns the lifecycle of every trainer (docs/architecture.md, "Engine lifecycle"): one checkpoint format
+(:meth:`TrainerBase.save_model`), one reader of the ``checkpoint`` pointer file (``dassl.utils.torchtools``),
+resume (:meth:`TrainerBase.resume_model_if_exist`), loading (:meth:`TrainerBase.load_model`), the test loop
+(:meth:`SimpleTrainer.test`) and the run record (:meth:`SimpleTrainer.write_record`). Trainers fill in hooks:
+``checkpoint_state_dict``, ``checkpoint_meta``, ``checkpoint_extra``, ``load_state``, ``after_resume``,
+``rng_generators``, ``run_evaluation``, ``record_arrays``, ``val_record_arrays``. The engine imports nothing from
+the project: the application registers its run-record writer (:func:`set_record_writer`; default: none, Dassl's
+plain behaviour) and its metric function (``dassl.evaluation.set_metric_function``).
+
+Differences from Dassl (docs/engine_api.md#dassl-behaviours-we-fix): schedulers are never stepped automatically (trainers call ``update_lr()`` at the last
+batch); a resumable checkpoint is saved after every epoch (only the last one and the multiples of
+``TRAIN.CHECKPOINT_FREQ`` are kept); loading is non-strict for class-count-dependent token buffers and tolerates
+``val_result=None``; tensorboard is optional; a trainer that does not declare ``supports_calib`` refuses ``--calib``.
 """
 from __future__ import annotations
 
@@ -19,6 +24,7 @@ import os.path as osp
 import sys
 import time
 from collections import OrderedDict
+from typing import Any, Callable
 
 import torch
 import torch.nn as nn
@@ -26,15 +32,39 @@ from tqdm import tqdm
 
 from common.errors import MissingFileError, UserError
 
+from ..config import flatten_cfg
 from ..data import DataManager
 from ..evaluation import build_evaluator
 from ..utils import (
-    AverageMeter, MetricMeter, load_checkpoint, mkdir_if_missing, resume_from_checkpoint, save_checkpoint,
-    tolist_if_not,
+    AverageMeter, MetricMeter, get_rng_state, load_checkpoint, mkdir_if_missing,
+    save_checkpoint, set_rng_state, tolist_if_not,
 )
+from ..utils.torchtools import last_checkpoint, prune_checkpoints
 
 # State-dict keys whose shape depends on the class set; dropped when loading across base/new.
 CLASS_DEPENDENT_SUFFIXES = ("token_prefix", "token_suffix", "token_midfix")
+#: Config keys (prefixes) that do not change what training computes: a run may resume a checkpoint saved under
+#: other values of these. Every other key must match the checkpoint's config.
+RESUME_FREE_KEYS = ("OUTPUT_DIR", "RESUME", "VERBOSE", "USE_CUDA", "CONFIG_NAME", "DATASET.ROOT", "DATASET.CACHE_DIR",
+                    "DATASET.CHECK_IMAGES", "DATALOADER.NUM_WORKERS", "DATALOADER.PIN_MEMORY",
+                    "DATALOADER.PERSISTENT_WORKERS", "DATALOADER.TEST.", "TRAIN.PRINT_FREQ", "TRAIN.PROGRESS_BAR",
+                    "TRAIN.CHECKPOINT_FREQ", "TRAIN.NUM_THREADS", "TEST.")
+#: ``meta.identity`` components that make a checkpoint stale when they differ from the run's ``identity``.
+STALE_IDENTITY_KEYS = ("code_sha256", "versions", "split_sha256")
+
+RecordWriter = Callable[[Any, dict, dict, float], None]
+_record_writer: RecordWriter | None = None
+
+
+def set_record_writer(writer: RecordWriter | None) -> None:
+    """Register the application's run-record writer ``writer(trainer, results, arrays, eval_seconds)``, called
+    after each test-split evaluation; None (the default) writes no record."""
+    global _record_writer
+    _record_writer = writer
+
+
+class NonFiniteParametersError(UserError):
+    """Parameters became NaN/inf; they are not saved, so the last checkpoint on disk stays a good one."""
 
 
 def _format_seconds(seconds: float) -> str:
@@ -72,65 +102,214 @@ class TrainerBase:
             return names
         return names_real
 
+    # ----- checkpoint hooks (override in trainers) -----
     def checkpoint_state_dict(self, name: str) -> dict:
         """What goes into the checkpoint of model ``name`` (override to keep learnable params only)."""
         return self._models[name].state_dict()
 
+    def checkpoint_meta(self, name: str) -> dict:
+        """What made the checkpoint: trainer, backbone, the class names (row order of class-specific parameters)
+        and, when the application set ``self.identity``, the run identity without its config."""
+        cfg = getattr(self, "cfg", None)
+        meta: dict[str, Any] = {}
+        if cfg is not None:
+            meta.update(trainer=cfg.TRAINER.NAME, backbone=cfg.MODEL.BACKBONE.NAME)
+        dm = getattr(self, "dm", None)
+        if dm is not None and hasattr(dm, "dataset"):
+            meta["classnames"] = list(dm.dataset.classnames)
+        ident = getattr(self, "identity", None)
+        if ident:
+            meta["identity"] = {k: v for k, v in ident.items() if k not in ("config", "options")}
+        return meta
+
+    def checkpoint_extra(self, epoch: int) -> dict:
+        """Plain data and tensors a resumed run needs besides the parameters (e.g. PromptSRC's running prompt
+        average); stored as ``extra`` and handed back to :meth:`after_resume`."""
+        return {}
+
+    def rng_generators(self) -> dict[str, torch.Generator]:
+        """The named torch Generators saved and restored with the RNG states (the train loader's data order);
+        extend to add a generator of your own."""
+        loader = getattr(self, "train_loader_x", None)
+        return {"train_loader_x": getattr(loader, "generator", None)}
+
+    def load_state(self, name: str, checkpoint: dict, path: str) -> None:
+        """Load ``checkpoint["state_dict"]`` into model ``name`` (Dassl's rule: non-strict, the class-count-dependent
+        token buffers dropped, so prompts trained on base classes load into a model built for new classes)."""
+        state = checkpoint.get("state_dict", checkpoint)
+        state = OrderedDict((k[7:] if k.startswith("module.") else k, v) for k, v in state.items()
+                            if not k.endswith(CLASS_DEPENDENT_SUFFIXES))
+        saved = (checkpoint.get("meta") or {}).get("classnames")
+        current = list(self.dm.dataset.classnames) if hasattr(getattr(self, "dm", None), "dataset") else None
+        if saved and current and list(saved) != current:
+            rows = [k for k, v in state.items() if torch.is_tensor(v) and v.dim() > 1 and v.shape[0] == len(saved)]
+            if rows:
+                print(f"Warning: {path} was trained on other classes ({len(saved)}; this run has {len(current)}) and "
+                      f"{rows} have one row per trained class; they load by position, not by class name. A "
+                      "PromptTrainer method maps such rows by name (docs/adding_a_method.md, 'Parameters that "
+                      "belong to classes')")
+        try:
+            result = self._models[name].load_state_dict(state, strict=False)
+        except RuntimeError as e:  # a shape mismatch
+            raise UserError(f'checkpoint "{path}" does not fit model {name}: {str(e).splitlines()[-1].strip()}; '
+                            "evaluate with the settings (and, for per-class parameters, the classes) it was trained "
+                            "with") from None
+        if result.unexpected_keys:
+            raise UserError(f'checkpoint "{path}" does not match model {name} (unexpected keys: '
+                            f"{result.unexpected_keys[:5]}); pass the --model-dir of a run of this trainer")
+
+    def after_resume(self, checkpoint: dict, start_epoch: int) -> None:
+        """Called once the last checkpoint is loaded, with it (``checkpoint["extra"]``) and the epoch to start at."""
+
+    def check_resume(self, checkpoint: dict, path: str) -> None:
+        """A run resumes only a checkpoint saved under the same training config (see :data:`RESUME_FREE_KEYS`)."""
+        saved = checkpoint.get("config")
+        if not saved or getattr(self, "cfg", None) is None:  # saved before configs were recorded
+            return
+        ours = flatten_cfg(self.cfg)
+        diffs = [f"{k}: checkpoint {saved[k]!r} vs this run {ours[k]!r}" for k in ours
+                 if k in saved and saved[k] != ours[k] and not k.startswith(RESUME_FREE_KEYS)]
+        if diffs:
+            raise UserError(
+                f"cannot resume from {path}: it was saved by a run with another config ({'; '.join(diffs[:8])}"
+                f"{'; ...' if len(diffs) > 8 else ''}). Rerun with the checkpoint's settings to resume it, or use "
+                f"another --output-dir (or delete {osp.dirname(path)}) to train from scratch")
+
+    def stale_checkpoint(self, checkpoint: dict) -> bool:
+        """Whether a checkpoint was made by other code, libraries or data than this run (its ``meta.identity``
+        against ``self.identity``; none recorded counts as other). Without ``self.identity``: never."""
+        ours = getattr(self, "identity", None) or {}
+        made = (checkpoint.get("meta") or {}).get("identity") or {}
+        return bool(ours) and any(made.get(k) != ours.get(k) for k in STALE_IDENTITY_KEYS)
+
+    # ----- the lifecycle: save, resume, load -----
     def save_model(self, epoch: int, directory: str, is_best: bool = False, val_result=None,
                    model_name: str = "") -> None:
-        """One checkpoint per registered name: ``directory/<name>/model.pth.tar-<epoch+1>``."""
+        """One checkpoint per registered name, ``directory/<name>/model.pth.tar-<epoch+1>`` (or ``model_name``):
+        ``state_dict``, ``epoch``, ``optimizer``, ``scheduler``, ``val_result``, ``best_result``, ``meta``,
+        ``config`` (flat), ``rng`` and ``extra``, all plain data and tensors (loadable with weights_only=True);
+        ``save_checkpoint`` adds the tensors' ``sha256``. Non-finite parameters are never saved. After an epoch
+        checkpoint, the older ones are deleted except the multiples of TRAIN.CHECKPOINT_FREQ."""
+        cfg = getattr(self, "cfg", None)
         for name in self.get_model_names():
+            state = self.checkpoint_state_dict(name)
+            bad = [k for k, t in state.items()
+                   if torch.is_tensor(t) and t.is_floating_point() and not torch.isfinite(t).all()]
+            if bad:
+                raise NonFiniteParametersError(
+                    f"learnable parameters {bad} became NaN/inf in epoch {epoch + 1}; they are not saved, the last "
+                    "saved checkpoint is untouched. Lower OPTIM.LR or use PREC fp32/amp.")
             optim, sched = self._optims[name], self._scheds[name]
-            save_checkpoint(
-                {
-                    "state_dict": self.checkpoint_state_dict(name),
-                    "epoch": epoch + 1,
-                    "optimizer": optim.state_dict() if optim is not None else None,
-                    "scheduler": sched.state_dict() if sched is not None else None,
-                    "val_result": val_result,
-                },
-                osp.join(directory, name),
-                is_best=is_best,
-                model_name=model_name,
-            )
+            path = save_checkpoint(
+                {"state_dict": state, "epoch": epoch + 1,
+                 "optimizer": optim.state_dict() if optim is not None else None,
+                 "scheduler": sched.state_dict() if sched is not None else None,
+                 "val_result": val_result, "best_result": getattr(self, "best_result", None),
+                 "meta": self.checkpoint_meta(name), "config": flatten_cfg(cfg) if cfg is not None else None,
+                 "rng": get_rng_state(self.rng_generators()), "extra": self.checkpoint_extra(epoch)},
+                osp.join(directory, name), is_best=is_best, model_name=model_name)
+            if not model_name:
+                freq = int(cfg.TRAIN.CHECKPOINT_FREQ) if cfg is not None else 0
+                prune_checkpoints(osp.join(directory, name), path, freq)
+
+    def resume_plan(self) -> list[str]:
+        """Check, before the run folder is touched, the checkpoints a training run would resume: a config mismatch
+        raises (:meth:`check_resume`); the folders of stale ones (:meth:`stale_checkpoint`) are returned, to be
+        moved aside so that training starts from scratch (a stale run is never finished with new code)."""
+        directory = self.cfg.RESUME or self.output_dir
+        stale = []
+        for name in self.get_model_names():
+            path = last_checkpoint(osp.join(directory, name))
+            if path is None:
+                continue
+            checkpoint = load_checkpoint(path)
+            self.check_resume(checkpoint, path)
+            if self.stale_checkpoint(checkpoint):
+                if osp.abspath(directory) != osp.abspath(self.output_dir):
+                    raise UserError(f"cannot resume from {path}: it was made by other code, libraries or data "
+                                    "(its run identity differs); drop --resume to train from scratch")
+                stale.append(osp.join(directory, name))
+        return stale
 
     def resume_model_if_exist(self, directory: str) -> int:
-        """Resume every registered model from ``directory/<name>/checkpoint``; returns the start epoch."""
+        """Resume every registered model from the last checkpoint of ``directory/<name>`` (parameters, optimiser,
+        scheduler, RNG states and :meth:`checkpoint_extra`), so the resumed run continues the interrupted one
+        exactly; returns the epoch to start from."""
         names = self.get_model_names()
-        if not names or any(not osp.exists(osp.join(directory, name)) for name in names):
+        paths = {name: last_checkpoint(osp.join(directory, name)) for name in names}
+        if not names or any(p is None for p in paths.values()):
             print("No checkpoint found, train from scratch")
             return 0
         print(f'Found checkpoint at "{directory}" (will resume training)')
-        start_epoch = 0
+        start_epoch, checkpoint = 0, {}
         for name in names:
-            start_epoch = resume_from_checkpoint(osp.join(directory, name), self._models[name], self._optims[name],
-                                                 self._scheds[name], strict=False)
+            print(f"Resuming from {paths[name]}")
+            checkpoint = load_checkpoint(paths[name])
+            self.check_resume(checkpoint, paths[name])
+            self.load_state(name, checkpoint, paths[name])
+            if checkpoint.get("optimizer") and self._optims[name] is not None:
+                self._optims[name].load_state_dict(checkpoint["optimizer"])
+            if checkpoint.get("scheduler") and self._scheds[name] is not None:
+                self._scheds[name].load_state_dict(checkpoint["scheduler"])
+            start_epoch = int(checkpoint["epoch"])
+        if checkpoint.get("best_result") is not None:
+            self.best_result = checkpoint["best_result"]
+        if checkpoint.get("rng") is not None:
+            self.replay_worker_streams(start_epoch)
+            set_rng_state(checkpoint["rng"], self.rng_generators())
+        self.after_resume(checkpoint, start_epoch)
+        print(f"Previous epoch: {start_epoch}")
+        print(f"Resumed at epoch {start_epoch}")
         return start_epoch
 
-    def load_model(self, directory: str, epoch: int | None = None) -> None:
-        """Load ``model-best.pth.tar`` (or ``model.pth.tar-<epoch>``) of every registered model.
+    def replay_worker_streams(self, epochs: int) -> None:
+        """Persistent loader workers (DATALOADER.PERSISTENT_WORKERS, NUM_WORKERS > 0) keep their random streams
+        (augmentations) in their own processes across epochs, out of reach of a checkpoint. A resumed run, whose
+        loader generator is still at its start, iterates the train loader for the finished epochs without training,
+        so its workers draw exactly what the interrupted run's drew and the next epochs continue their streams."""
+        loader = getattr(self, "train_loader_x", None)
+        if not epochs or loader is None or not (loader.num_workers > 0 and loader.persistent_workers):
+            return
+        print(f"Replaying the data loading of {epochs} epoch(s), so the persistent loader workers' random streams "
+              "continue exactly where the interrupted run's were")
+        for _ in range(epochs):
+            for _ in loader:
+                pass
 
-        Non-strict, and keys ending in token_prefix/suffix/midfix are dropped, so prompts trained on
-        base classes load into a model built for new classes.
-        """
+    #: Without --load-epoch, load model-best.pth.tar; True: the last checkpoint saved when there is no best one.
+    load_last_without_best: bool = False
+
+    @classmethod
+    def checkpoint_path(cls, directory: str, name: str, epoch: int | None) -> str:
+        """The file :meth:`load_model` reads: ``model.pth.tar-<epoch>``, else ``model-best.pth.tar`` (or, with
+        :attr:`load_last_without_best`, the last checkpoint saved when there is no best one)."""
+        folder = osp.join(directory, name)
+        if epoch is not None:
+            return osp.join(folder, f"model.pth.tar-{epoch}")
+        best = osp.join(folder, "model-best.pth.tar")
+        if cls.load_last_without_best and not osp.exists(best):
+            return last_checkpoint(folder) or best
+        return best
+
+    def load_model(self, directory: str, epoch: int | None = None) -> None:
+        """Load every registered model from ``directory`` (see :meth:`checkpoint_path`) through :meth:`load_state`."""
         if not directory:
             print("Note that load_model() is skipped as no pretrained model is given")
             return
-        model_file = "model-best.pth.tar" if epoch is None else f"model.pth.tar-{epoch}"
         for name in self.get_model_names():
-            model_path = osp.join(directory, name, model_file)
-            if not osp.exists(model_path):
-                hint = " Pass --load-epoch N to load model.pth.tar-N." if epoch is None else ""
-                raise MissingFileError(f'Model not found at "{model_path}".{hint}')
-            checkpoint = load_checkpoint(model_path)
-            state_dict = OrderedDict((k, v) for k, v in checkpoint["state_dict"].items()
-                                     if not k.endswith(CLASS_DEPENDENT_SUFFIXES))
-            msg = f'Load {model_path} to {name} (epoch={checkpoint.get("epoch")}'
+            path = self.checkpoint_path(directory, name, epoch)
+            if not osp.exists(path):
+                hint = " (or pass --load-epoch N to load model.pth.tar-N)" if epoch is None else ""
+                raise MissingFileError(f'no checkpoint at "{path}"; train first, or pass the --model-dir of the '
+                                       f"training run and the --load-epoch of an epoch it saved{hint}")
+            checkpoint = load_checkpoint(path)
+            self.load_state(name, checkpoint, path)
+            msg = f'Load {path} to {name} (epoch={checkpoint.get("epoch")}'
             if checkpoint.get("val_result") is not None:
                 msg += f", val_result={checkpoint['val_result']:.1f}"
             print(msg + ")")
-            self._models[name].load_state_dict(state_dict, strict=False)
             self._loaded_from, self._loaded_epoch = osp.abspath(directory), checkpoint.get("epoch")
+            self._loaded_identity = ((checkpoint.get("meta") or {}).get("identity") or {}).get("id")
 
     def set_model_mode(self, mode: str = "train", names=None) -> None:
         """train()/eval() on the registered modules only (frozen towers keep their own mode)."""
@@ -326,50 +505,68 @@ class SimpleTrainer(TrainerBase):
         self.close_writer()
 
     def after_epoch(self) -> None:
-        last_epoch = (self.epoch + 1) == self.max_epoch
-        do_test = not self.cfg.TEST.NO_TEST
-        freq = self.cfg.TRAIN.CHECKPOINT_FREQ
-        meet_checkpoint_freq = freq > 0 and (self.epoch + 1) % freq == 0
-
-        if do_test and self.cfg.TEST.FINAL_MODEL == "best_val":
+        """The best-val checkpoint when TEST.FINAL_MODEL is best_val, then a resumable checkpoint of every epoch
+        (the older ones are pruned, see :meth:`save_model`)."""
+        if not self.cfg.TEST.NO_TEST and self.cfg.TEST.FINAL_MODEL == "best_val":
             curr_result = self.test(split="val")
             if curr_result > self.best_result:
                 self.best_result = curr_result
                 self.save_model(self.epoch, self.output_dir, val_result=curr_result, model_name="model-best.pth.tar")
-        if meet_checkpoint_freq or last_epoch:
-            self.save_model(self.epoch, self.output_dir)
+        self.save_model(self.epoch, self.output_dir)
+
+    def eval_loader(self, split: str | None) -> tuple[str, Any]:
+        """``split`` (default TEST.SPLIT; "test" when there is no val loader) and its loader."""
+        split = split or self.cfg.TEST.SPLIT
+        if split == "val" and self.val_loader is not None:
+            return split, self.val_loader
+        return "test", self.test_loader
 
     @torch.no_grad()
     def test(self, split: str | None = None) -> float:
-        """Evaluate on ``split`` (default TEST.SPLIT; "test" when there is no val loader).
+        """Evaluate on ``split`` through :meth:`run_evaluation`, write the run record of a test-split evaluation
+        (:meth:`write_record`), then print Dassl's result block. Returns the first metric (accuracy).
 
-        Returns the first metric (accuracy).
-        """
-        self.set_model_mode("eval")
-        self.evaluator.reset()
-        if split is None:
-            split = self.cfg.TEST.SPLIT
-        if split == "val" and self.val_loader is not None:
-            data_loader = self.val_loader
-        else:
-            split = "test"
-            data_loader = self.test_loader
+        The block ("* accuracy: ...") is what log parsers take as "this run finished", so it is printed only once
+        the record is on disk: a run killed in between is seen as unfinished."""
+        split, data_loader = self.eval_loader(split)
         print(f"Evaluate on the *{split}* set")
         t0 = time.time()
-        self._eval_outputs = [] if split == "test" else None  # the default loop collects (logits, labels)
-        self._eval_block = None
-        results = self.run_evaluation(data_loader, split)
+        self.set_model_mode("eval")
+        self.evaluator.reset()
+        arrays = self.run_evaluation(data_loader, split)
+        block = io.StringIO()
+        with contextlib.redirect_stdout(block):
+            results = self.evaluator.evaluate()
         for k, v in results.items():
             if isinstance(v, (int, float)):
                 self.write_scalar(f"{split}/{k}", v, self.epoch)
         if hasattr(self, "dm"):
             self.dm.report_skipped()
-        if split == "test" and self._eval_outputs:
-            self.write_run_record(results, time.time() - t0)
-        if self._eval_block is not None:  # printed after the record: the block means "this run finished"
-            print(self._eval_block, end="")
-        self._eval_outputs = None
+        if split == "test" and arrays:
+            self.write_record(results, arrays, time.time() - t0)
+        print(block.getvalue(), end="")
         return list(results.values())[0]
+
+    def run_evaluation(self, data_loader, split: str) -> dict | None:
+        """Feed every batch of ``data_loader`` to the evaluator; return the arrays of the run record (``logits``
+        float32 N×C, ``labels`` int64 N, ...) or None when there are none (outputs that are not logits).
+
+        The default: parse_batch_test -> model_inference -> evaluator.process, collecting the logits."""
+        logits, labels, collect = [], [], True
+        for batch in tqdm(data_loader, file=sys.stderr, desc=split, dynamic_ncols=True):
+            if batch is None:  # every image of the batch was unreadable and skipped
+                continue
+            input, label = self.parse_batch_test(batch)
+            output = self.model_inference(input)
+            self.evaluator.process(output, label)
+            collect = collect and torch.is_tensor(output) and output.dim() == 2
+            if collect:
+                logits.append(output.detach().float().cpu())
+                labels.append(label.detach().cpu())
+        if not (collect and logits):
+            return None
+        return {"logits": torch.cat(logits).numpy().astype("float32"),
+                "labels": torch.cat(labels).numpy().astype("int64")}
 
     def collect_logits(self, data_loader) -> tuple[torch.Tensor, torch.Tensor]:
         """``model_inference`` logits and the labels over a loader (float32, int64, on the CPU)."""
@@ -382,47 +579,26 @@ class SimpleTrainer(TrainerBase):
             labels.append(label.cpu())
         return torch.cat(logits), torch.cat(labels)
 
-    def write_run_record(self, results, eval_seconds: float) -> None:
-        """The run record of a trainer that is not a PromptTrainer: the collected test logits and labels, the
-        few-shot val split's after training (post-hoc temperature scaling), and what ``record_arrays`` adds."""
-        try:
-            from trainers import record
-        except ImportError:  # the engine on its own: no run record
+    def write_record(self, results, arrays: dict, eval_seconds: float) -> None:
+        """The run record through the application's writer (:func:`set_record_writer`; none: nothing written):
+        the evaluation's ``arrays``, :meth:`record_arrays`, and after training :meth:`val_record_arrays`."""
+        writer = _record_writer
+        if writer is None:
             return
-        logits = torch.cat([o for o, _ in self._eval_outputs]).numpy()
-        labels = torch.cat([y for _, y in self._eval_outputs]).numpy()
-        arrays = {"logits": logits.astype("float32"), "labels": labels.astype("int64"), **self.record_arrays()}
+        arrays = {**arrays, **self.record_arrays()}
         if getattr(self, "_trained", False) and self.val_loader is not None:
             self.set_model_mode("eval")
-            val_logits, val_labels = self.collect_logits(self.val_loader)
-            arrays.update(val_logits=val_logits.numpy(), val_labels=val_labels.numpy())
-        record.write_run_record(self, results, arrays, eval_seconds)
+            arrays.update(self.val_record_arrays())
+        writer(self, results, arrays, eval_seconds)
 
     def record_arrays(self) -> dict:
         """Extra predictions.npz arrays (e.g. ``zs_text_features``, ``logit_scale``); CalibHook adds its own."""
         return {}
 
-    def run_evaluation(self, data_loader, split: str) -> OrderedDict:
-        """The whole evaluation loop: feed every batch to the evaluator, return its results.
-
-        Override to evaluate differently (e.g. cache features); the default uses
-        parse_batch_test -> model_inference -> evaluator.process.
-        """
-        for batch in tqdm(data_loader, file=sys.stderr, desc=split, dynamic_ncols=True):
-            if batch is None:  # every image of the batch was unreadable and skipped
-                continue
-            input, label = self.parse_batch_test(batch)
-            output = self.model_inference(input)
-            self.evaluator.process(output, label)
-            if getattr(self, "_eval_outputs", None) is not None and torch.is_tensor(output) and output.dim() == 2:
-                self._eval_outputs.append((output.detach().float().cpu(), label.detach().cpu()))
-        if getattr(self, "_eval_outputs", None) is None:
-            return self.evaluator.evaluate()
-        block = io.StringIO()
-        with contextlib.redirect_stdout(block):
-            results = self.evaluator.evaluate()
-        self._eval_block = block.getvalue()
-        return results
+    def val_record_arrays(self) -> dict:
+        """The few-shot val split's arrays of a trained run (post-hoc calibrators fit on them)."""
+        val_logits, val_labels = self.collect_logits(self.val_loader)
+        return {"val_logits": val_logits.numpy(), "val_labels": val_labels.numpy()}
 
     def model_inference(self, input):
         return self.model(input)

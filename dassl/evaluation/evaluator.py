@@ -1,12 +1,17 @@
-"""Classification evaluator: accuracy plus calibration metrics, printed in Dassl's block format.
+"""Classification evaluator: accuracy plus whatever the application's metric function adds, printed in Dassl's
+block format.
 
 The printed block keeps the ``* key: value%`` lines that parse_test_res-style parsers read
-(docs/engine_api.md#evaluation-and-log-lines), with two decimals, and adds the calibration lines in the same form.
+(docs/engine_api.md#evaluation-and-log-lines), with two decimals, and
+adds a line for each calibration metric the registered function returns (ece, mce, ... ; nll, brier). The engine
+imports nothing from the project: the application registers its metric function (:func:`set_metric_function`);
+the default is Dassl's plain accuracy and macro-F1.
 """
 from __future__ import annotations
 
 import os.path as osp
 from collections import OrderedDict
+from typing import Callable
 
 import numpy as np
 import torch
@@ -23,11 +28,31 @@ PERCENT_KEYS = ("ece", "mce", "adaptive_ece", "classwise_ece")
 PLAIN_KEYS = ("nll", "brier")
 
 
-def _compute_metrics(logits: np.ndarray, labels: np.ndarray, n_bins: int) -> dict:
-    """The one place that computes metrics: calibration.metrics.compute_metrics."""
-    from calibration.metrics import compute_metrics
+def plain_metrics(logits: np.ndarray, labels: np.ndarray, n_bins: int = 10) -> dict:
+    """Dassl's own metrics: accuracy and macro-F1 (over the classes present in labels or predictions), in %."""
+    preds = logits.argmax(axis=1)
+    f1s = []
+    for c in np.union1d(labels, preds):
+        tp = float(np.sum((preds == c) & (labels == c)))
+        denom = float(np.sum(preds == c) + np.sum(labels == c))
+        f1s.append(2.0 * tp / denom if denom else 0.0)
+    return {"accuracy": 100.0 * float(np.mean(preds == labels)), "macro_f1": 100.0 * float(np.mean(f1s))}
 
-    return compute_metrics(logits, labels, n_bins=n_bins)
+
+MetricFunction = Callable[..., dict]
+_metric_function: MetricFunction = plain_metrics
+
+
+def set_metric_function(fn: MetricFunction | None) -> None:
+    """Register ``fn(logits, labels, n_bins=...) -> {"accuracy", "macro_f1", ...}`` (percentages; extra keys are
+    printed when listed in PERCENT_KEYS / PLAIN_KEYS); None restores :func:`plain_metrics`."""
+    global _metric_function
+    _metric_function = fn or plain_metrics
+
+
+def _compute_metrics(logits: np.ndarray, labels: np.ndarray, n_bins: int) -> dict:
+    """The one place that computes metrics: the registered metric function."""
+    return _metric_function(logits, labels, n_bins=n_bins)
 
 
 class EvaluatorBase:

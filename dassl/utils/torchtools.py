@@ -1,8 +1,11 @@
-"""Checkpoint helpers (Dassl's torchtools), with atomic saves and torch>=2.6 loading."""
+"""Checkpoint helpers (Dassl's torchtools): atomic saves, the one reader of the ``checkpoint`` pointer file, and
+loading that never runs code from the file (``weights_only=True`` with an allow-list)."""
 from __future__ import annotations
 
 import hashlib
+import os
 import os.path as osp
+import re
 import shutil
 import warnings
 from collections import OrderedDict
@@ -15,10 +18,69 @@ from common.errors import MissingFileError, UserError
 
 __all__ = [
     "save_checkpoint", "load_checkpoint", "resume_from_checkpoint", "load_pretrained_weights", "count_num_param",
-    "CHECKPOINT_POINTER", "state_sha256",
+    "CHECKPOINT_POINTER", "state_sha256", "read_pointer", "last_checkpoint", "prune_checkpoints", "TRUST_ENV",
+    "UnsafeCheckpointError",
 ]
 
 CHECKPOINT_POINTER = "checkpoint"  # text file whose first line is the basename of the last saved checkpoint
+#: Environment variable that opts in to full unpickling of checkpoints (only for files whose origin you trust).
+TRUST_ENV = "CALIB_PROMPT_TRUST_CHECKPOINTS"
+_EPOCH_FILE = re.compile(r"^model\.pth\.tar-(\d+)$")
+
+
+class UnsafeCheckpointError(UserError):
+    """A checkpoint holds an object outside the allow-list; unpickling it could run code from the file."""
+
+
+def _defaultdict_as_dict(default_factory=None, *args) -> dict:
+    """Stands in for ``collections.defaultdict`` (the state of a pickled optimiser) as a plain dict: torch's safe
+    loader fills only plain dicts, and nothing reads that stale optimiser's state."""
+    return dict(*args)
+
+
+def _safe_globals() -> list:
+    """Every non-tensor type our checkpoints and Dassl's hold: Dassl pickles its scheduler's successor object (with
+    its optimizer: optimiser and scheduler classes, a ``defaultdict(dict)`` of optimiser state) and our warmup
+    wrappers keep Dassl's module path. Python and numpy RNG states are stored as plain tuples and lists."""
+    from torch.optim import SGD, Adam, AdamW, RMSprop
+    from torch.optim import lr_scheduler as tls
+
+    from ..optim import lr_scheduler as ours
+
+    scheds = [getattr(tls, n) for n in ("LRScheduler", "_LRScheduler", "CosineAnnealingLR", "StepLR", "MultiStepLR",
+                                        "ExponentialLR", "ConstantLR", "LinearLR") if hasattr(tls, n)]
+    return [(_defaultdict_as_dict, "collections.defaultdict"), dict, list, tuple, SGD, Adam, AdamW, RMSprop, *scheds,
+            ours._BaseWarmupScheduler, ours.ConstantWarmupScheduler, ours.LinearWarmupScheduler]
+
+
+def read_pointer(folder: str) -> str | None:
+    """The path named by ``folder/checkpoint`` (the last checkpoint saved there), or None when there is none. The
+    only reader of the pointer file."""
+    pointer = osp.join(folder, CHECKPOINT_POINTER)
+    if not osp.isfile(pointer):
+        return None
+    with open(pointer) as f:
+        name = f.readline().strip()
+    return osp.join(folder, name) if name else None
+
+
+def last_checkpoint(folder: str) -> str | None:
+    """The last checkpoint saved in ``folder`` when it exists on disk, else None."""
+    path = read_pointer(folder)
+    return path if path is not None and osp.isfile(path) else None
+
+
+def prune_checkpoints(folder: str, keep_last: str, freq: int) -> list[str]:
+    """Delete the epoch checkpoints ``model.pth.tar-<e>`` of ``folder`` other than ``keep_last`` and the multiples of
+    ``freq`` (``TRAIN.CHECKPOINT_FREQ``; 0: none); the removed paths. ``model-best.pth.tar`` is kept."""
+    removed = []
+    for name in sorted(os.listdir(folder)) if osp.isdir(folder) else []:
+        m = _EPOCH_FILE.match(name)
+        if not m or name == osp.basename(keep_last) or (freq > 0 and int(m.group(1)) % freq == 0):
+            continue
+        os.remove(osp.join(folder, name))
+        removed.append(osp.join(folder, name))
+    return removed
 
 
 def _strip_module(state_dict: dict) -> OrderedDict:
@@ -69,22 +131,40 @@ def save_checkpoint(state: dict, save_dir: str, is_best: bool = False, remove_mo
     return fpath
 
 
-def load_checkpoint(fpath: str) -> dict:
-    """Load a checkpoint saved by this engine or by Dassl.
+def _torch_load(fpath: str, **kw):
+    map_location = None if torch.cuda.is_available() else "cpu"
+    if os.environ.get(TRUST_ENV, "") not in ("", "0"):
+        return torch.load(fpath, map_location=map_location, weights_only=False, **kw)
+    with torch.serialization.safe_globals(_safe_globals()):
+        return torch.load(fpath, map_location=map_location, weights_only=True, **kw)
 
-    ``weights_only=False``: Dassl checkpoints pickle a scheduler object (docs/engine_api.md#dassl-behaviours-we-fix,
-    item 2). Python-2 era pickles are retried with latin1 decoding. A checkpoint that records a ``sha256`` must match
-    it.
+
+def load_checkpoint(fpath: str) -> dict:
+    """Load a checkpoint saved by this engine or by Dassl, without running code from the file.
+
+    ``weights_only=True`` with an allow-list (:func:`_safe_globals`); any other object is
+    :class:`UnsafeCheckpointError`, which names the opt-in ``CALIB_PROMPT_TRUST_CHECKPOINTS=1``. Python-2 era
+    pickles are retried with latin1 decoding. A checkpoint that records a ``sha256`` must match it.
     """
+    import pickle
+
     if fpath is None:
         raise ValueError("File path is None")
     if not osp.exists(fpath):
         raise MissingFileError(f'Checkpoint not found: "{fpath}"')
-    map_location = None if torch.cuda.is_available() else "cpu"
     try:
-        checkpoint = torch.load(fpath, map_location=map_location, weights_only=False)
-    except UnicodeDecodeError:
-        checkpoint = torch.load(fpath, map_location=map_location, weights_only=False, encoding="latin1")
+        try:
+            checkpoint = _torch_load(fpath)
+        except UnicodeDecodeError:
+            checkpoint = _torch_load(fpath, encoding="latin1")
+    except pickle.UnpicklingError as e:
+        found = re.search(r"GLOBAL (\S+)|function (<[^>]*>|\S+)|got (<[^>]*>)", str(e))
+        what = next((g for g in found.groups() if g), "an object") if found else "an object"
+        raise UnsafeCheckpointError(
+            f'checkpoint "{fpath}" holds {what}, which is not among the types a checkpoint of this engine or of '
+            "Dassl holds (tensors, numbers, strings, optimiser and scheduler state). Unpickling it could run code "
+            "from the file, so it was not loaded. Load only checkpoints whose origin you trust; to load this one "
+            f"anyway, set {TRUST_ENV}=1 in the environment.") from None
     except Exception as e:
         raise UserError(f'Cannot read checkpoint "{fpath}" ({type(e).__name__}: {e}). '
                         "The file may be truncated or not a torch checkpoint; delete it and re-run.") from e
@@ -104,12 +184,10 @@ def resume_from_checkpoint(fdir: str, model: nn.Module, optimizer=None, schedule
     Returns the saved epoch (the number of finished epochs), i.e. the epoch to start from.
     ``strict=False`` allows checkpoints that hold only some parameters (e.g. learnable ones).
     """
-    pointer = osp.join(fdir, CHECKPOINT_POINTER)
-    if not osp.isfile(pointer):
+    fpath = read_pointer(fdir)
+    if fpath is None:
+        pointer = osp.join(fdir, CHECKPOINT_POINTER)
         raise MissingFileError(f'Cannot resume: "{pointer}" is missing. Delete "{fdir}" to train from scratch.')
-    with open(pointer, "r") as f:
-        model_name = f.readline().strip("\n")
-    fpath = osp.join(fdir, model_name)
     print(f'Loading checkpoint from "{fpath}"')
     checkpoint = load_checkpoint(fpath)
     result = model.load_state_dict(checkpoint["state_dict"], strict=strict)

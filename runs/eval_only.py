@@ -1,6 +1,6 @@
 """Eval-only runs take their training settings from the checkpoint they load (issue 14, item 4).
 
-A checkpoint stores the flat training config (``config``, see PromptTrainer.save_model). Before anything is built,
+A checkpoint stores the flat training config (``config``, see the engine's ``save_model``). Before anything is built,
 :func:`adopt_training_config` sets every training key (:data:`TRAINING_KEYS`: method, ``--calib`` and its weights,
 optimiser and epochs, shots, seed, input pipeline, backbone and method settings) of the eval-only config to the
 checkpoint's value, so the record says what the prompts were trained with and pairs with its training run. A value
@@ -33,13 +33,11 @@ def explicit_keys(args) -> set[str]:
 def checkpoint_path(cfg, model_dir: str, epoch: int | None) -> str | None:
     from dassl.engine.build import trainer_class
 
-    from .base import PromptTrainer
-
     cls = trainer_class(cfg.TRAINER.NAME)  # an unknown name: the one error that names failed method files
     name = getattr(cls, "registered_name", None)
     if not name:
         return None
-    path = PromptTrainer._checkpoint_path(model_dir, name, epoch)
+    path = cls.checkpoint_path(model_dir, name, epoch)
     return path if osp.exists(path) else None
 
 

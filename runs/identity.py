@@ -7,7 +7,7 @@
 - ``split_sha256``: the data root's split hash (``DatasetBase.split_sha256``; a different ``DATA`` with other
   data gives another split);
 - ``code_sha256``: a hash of the source of the result-affecting packages (:data:`CODE_PATHS`: common/, clip/,
-  dassl/, trainers/, calibration/, datasets/, toy/ with toy-clip's weights, train.py), so a change in docs/, tools/ or
+  dassl/, trainers/, runs/, calibration/, datasets/, toy/ with toy-clip's weights, train.py), so a change in docs/, tools/ or
   tests/ leaves every run current (the git commit is recorded beside it, for information only); a trainer defined in
   a drop-in file outside those folders (trainers/plugins.py) adds that file's hash;
 - ``versions``: the libraries that change numbers (torch, torchvision, open_clip, numpy, pillow, Python major.minor);
@@ -24,7 +24,6 @@
 from __future__ import annotations
 
 import functools
-import platform
 import subprocess
 from pathlib import Path
 from typing import Any, Mapping, Sequence
@@ -44,7 +43,7 @@ IDENTITY_FREE_KEYS = ("OUTPUT_DIR", "RESUME", "VERBOSE", "USE_CUDA", "CONFIG_NAM
 #: Options the record has fields of its own for (``shots``, ``subsample``): not part of ``options``.
 OWN_FIELD_KEYS = ("DATASET.NUM_SHOTS", "DATASET.SUBSAMPLE_CLASSES")
 #: The result-affecting source: these folders and files (tracked files when in a git checkout; Markdown excluded).
-CODE_PATHS = ("common", "clip", "dassl", "trainers", "calibration", "datasets", "toy", "train.py")
+CODE_PATHS = ("common", "clip", "dassl", "trainers", "runs", "calibration", "datasets", "toy", "train.py")
 COMPONENTS = ("config", "split", "code", "versions", "model")
 
 
@@ -146,23 +145,11 @@ def code_sha256() -> str:
     return h.hexdigest()
 
 
-@functools.lru_cache(maxsize=1)
 def library_versions() -> dict[str, str]:
-    import numpy
-    import PIL
-    import torch
-    import torchvision
+    """The libraries that change numbers: trainers.feature_cache's list (one list for the cache key and identity)."""
+    from trainers.feature_cache import library_versions as versions
 
-    # plain str: torch.__version__ is a TorchVersion, which checkpoints loaded with weights_only=True refuse
-    out = {"python": ".".join(platform.python_version_tuple()[:2]), "torch": str(torch.__version__),
-           "torchvision": str(torchvision.__version__), "numpy": str(numpy.__version__), "pillow": str(PIL.__version__)}
-    try:
-        import open_clip
-
-        out["open_clip"] = str(open_clip.__version__)
-    except Exception:  # pragma: no cover - open_clip is a requirement
-        out["open_clip"] = None
-    return out
+    return versions()
 
 
 def split_sha256(cfg) -> str | None:
@@ -227,7 +214,7 @@ def differences(recorded: Mapping[str, Any] | None, expected: Mapping[str, Any])
     if expected.get("split_sha256") is not None and recorded.get("split_sha256") != expected["split_sha256"]:
         out.append("data split (DATA holds other data)")
     if recorded.get("code_sha256") != expected.get("code_sha256"):
-        out.append("code (clip/ dassl/ trainers/ calibration/ datasets/ toy/ train.py changed)")
+        out.append("code (clip/ dassl/ trainers/ runs/ calibration/ datasets/ toy/ train.py changed)")
     old, new = recorded.get("versions") or {}, expected.get("versions") or {}
     if old != new:
         keys = sorted(k for k in set(old) | set(new) if old.get(k) != new.get(k))

@@ -1,10 +1,11 @@
 """The run record (docs/architecture.md §4): ``results.json`` and ``predictions.npz`` written atomically.
 
 ``results.json`` is written last, so its presence means the run is complete (sweeps skip such runs when its
-``run.identity`` is current, trainers/identity.py); a rerun moves the previous record aside first, once it is
-validated (trainers/run_folder.py). :func:`write_run_record` and :func:`run_info` are shared by every trainer:
+``run.identity`` is current, runs/identity.py); a rerun moves the previous record aside first, once it is
+validated (runs/run_folder.py). :func:`write_run_record` and :func:`run_info` are shared by every trainer:
 ``PromptTrainer`` and plain Dassl ``TrainerX`` subclasses (ported CoOp-family files), whose test logits the
-engine collects (dassl/engine/trainer.py).
+engine collects. The engine calls :func:`write_run_record` through the writer ``runs.register_with_engine``
+registers (``dassl.engine.set_record_writer``).
 """
 from __future__ import annotations
 
