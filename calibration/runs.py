@@ -1,7 +1,7 @@
 """Read run records (docs/architecture.md §4) and apply post-hoc calibrators to them, with no model.
 
-Shared by ``tools/calibrate.py`` and ``tools/plot.py``. A run lacking what a method needs raises
-:class:`RunRecordError` naming the run, the missing key and how to redo the run.
+Shared by ``tools/calibrate.py`` and ``calibration/plots.py`` (``tools/plot.py``, the README's diagrams). A run
+lacking what a method needs raises :class:`RunRecordError` naming the run, the missing key and how to redo it.
 """
 from __future__ import annotations
 

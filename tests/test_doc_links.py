@@ -10,7 +10,7 @@ import pytest
 
 REPO = Path(__file__).resolve().parents[1]
 CITE = re.compile(r"(?<![\w/.-])((?:\.\./|\./)?[\w][\w./-]*\.md)(?!\w)(#[\w-]+)?")
-SUFFIXES = (".py", ".md", ".sh", ".yaml", ".yml", ".txt", ".ini", ".cfg")
+SUFFIXES = (".py", ".md", ".sh", ".yaml", ".yml", ".txt", ".ini", ".cfg", ".json")
 #: documents of other projects that the text names as such (not citations of ours)
 EXTERNAL = {"DATASETS.md", "INSTALL.md", "COOP.md"}
 

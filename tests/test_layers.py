@@ -110,6 +110,57 @@ def test_no_import_cycles_between_files():
     assert not cycles, f"import cycles between files: {[sorted(c) for c in cycles]}"
 
 
+#: (tool, the tool or train it imports) that other work in progress removes: Engineer D moves the benchmark's logic
+#: into a library module (issue 21); the integrator empties this once that branch is merged
+PENDING_TOOL_IMPORTS: set[tuple[str, str]] = {("tools.bench_threads", "tools.benchmark"), ("tools.benchmark", "train")}
+
+
+def _tool_imports(path: Path, tool_stems: set[str]) -> set[str]:
+    """What a tool file imports (at any depth) that is another tool or train.py: ``tools.x`` and ``tools`` itself,
+    ``train``, and the bare name of a tools/ file (reachable when tools/ is on sys.path)."""
+    found = set()
+    for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"), str(path))):
+        if isinstance(node, ast.Import):
+            names = [a.name for a in node.names]
+        elif isinstance(node, ast.ImportFrom) and not node.level:
+            base = node.module or ""
+            names = [f"{base}.{a.name}" if base == "tools" else base for a in node.names]
+        elif isinstance(node, ast.ImportFrom):  # relative: tools is a package, so `from . import x` is tools.x
+            names = [f"tools.{node.module or a.name}" for a in node.names]
+        else:
+            continue
+        for name in names:
+            top = name.split(".")[0]
+            if top in ("tools", "train"):
+                found.add(name if top == "tools" else "train")
+            elif top in tool_stems:
+                found.add(f"tools.{top}")
+    return found
+
+
+def test_tool_import_finder_sees_every_spelling(tmp_path):
+    f = tmp_path / "t.py"
+    f.write_text("import tools.plot\nfrom tools import sweep, launch\ndef f():\n    import train\n"
+                 "    from tools.benchmark import x\n    import calibrate\nfrom . import parse_results\n"
+                 "from experiments import sweep\nimport experiments.plots\n")
+    assert _tool_imports(f, {"calibrate"}) == {"tools.plot", "tools.sweep", "tools.launch", "train",
+                                                "tools.benchmark", "tools.calibrate", "tools.parse_results"}
+
+
+def test_tools_import_no_other_tool_and_not_train():
+    """A tool is a thin entry point over the libraries: what two tools share lives in a library (experiments/,
+    calibration/, ...), and train.py is run as a process (experiments/ may import it on a tool's behalf)."""
+    files = sorted((REPO / "tools").glob("*.py"))
+    stems = {p.stem for p in files} - {"__init__"}
+    bad = []
+    for path in files:
+        me = f"tools.{path.stem}"
+        for target in sorted(_tool_imports(path, stems - {path.stem}) - {me}):
+            if (me, target) not in PENDING_TOOL_IMPORTS:
+                bad.append(f"tools/{path.name} imports {target}")
+    assert not bad, "move what they share into a library module:\n" + "\n".join(bad)
+
+
 def test_common_uses_only_the_standard_library_at_import():
     """common/ is the bottom layer: what it imports at module level is the standard library or common itself."""
     for path in sorted((REPO / "common").glob("*.py")):

@@ -231,7 +231,7 @@ def test_reference_file_keeps_printed_and_recomputed_avgs():
     assert all(len(r["values"]) == 11 for r in doc["rows"])
     coop = rows[("CoOp", "none", "base", "accuracy")]
     assert coop["values"][1] == 97.98 and coop["avg_printed"] == 81.00
-    # the README's printed averages do not always match its rows (docs/protocol_notes.md#reference-numbers)
+    # the README's printed averages do not always match its rows (docs/protocol_notes.md#readme-avg-anomalies)
     maple = rows[("MaPLe", "none", "base", "accuracy")]
     assert maple["avg_printed"] == 82.41 and round(maple["avg_recomputed"], 2) == 81.80
     assert round(maple["avg_recomputed_without_imagenet"], 2) == 82.31

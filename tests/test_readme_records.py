@@ -15,6 +15,8 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO / "tools"))
 import update_readme  # noqa: E402
 
+from experiments.readme_blocks import read_block  # noqa: E402
+
 RECORDS = REPO / "docs" / "results" / "toy"
 
 
@@ -22,7 +24,7 @@ RECORDS = REPO / "docs" / "results" / "toy"
                                                  "regenerated (python tools/update_readme.py)")
 def test_readme_table_is_what_the_committed_records_give():
     expected = update_readme.readme_block(RECORDS, "CoOp", "Toy", REPO / "docs" / "img")
-    assert update_readme.read_block(REPO / "README.md") == expected
+    assert read_block(REPO / "README.md", update_readme.BEGIN, update_readme.END) == expected
 
 
 def _fake_records(planned, checker, acc, commit="abc123", seconds=30.0):
@@ -72,7 +74,7 @@ def test_update_readme_refuses_stale_records_then_writes_what_the_copy_gives(tmp
     assert update_readme.main(argv) == 0
     copied = sorted(p.relative_to(records) for p in records.rglob("results.json"))
     assert copied == sorted(r.out_dir.relative_to(out) / "results.json" for r, _ in planned)
-    block = update_readme.read_block(readme)
+    block = read_block(readme, update_readme.BEGIN, update_readme.END)
     assert block == update_readme.readme_block(records, "CoOp", "ImageFolder", tmp_path / "img")
     assert "| CoOp [vit_b16_ep50, 50 ep] | plain" in block and "The 14 runs behind this table took about 8 min" in block
     assert readme.read_text().startswith("intro\n") and readme.read_text().endswith("rest\n")
@@ -98,7 +100,7 @@ def test_regenerating_from_the_same_runs_changes_no_file(tmp_path):
     planned = update_readme.planned_runs(out, str(data), "CoOp", "ImageFolder")
     _fake_records(planned, Checker(), 60.0)
     assert update_readme.main(argv) == 0
-    block = update_readme.read_block(readme)
+    block = read_block(readme, update_readme.BEGIN, update_readme.END)
     assert sorted(p.name for p in img.iterdir()) == ["toy_reliability_base.png", "toy_reliability_novel.png"]
     assert "seeds pooled" in block and "pool the test predictions of seeds 1, 2 and 3" in block
     first = _snapshot(docs)

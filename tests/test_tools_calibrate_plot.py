@@ -4,6 +4,7 @@ import json
 import numpy as np
 import pytest
 
+from calibration import plots
 from calibration.metrics import compute_metrics
 from calibration.runs import load_run
 from tools import calibrate, plot
@@ -189,8 +190,9 @@ def test_plot_pools_runs_into_one_series(tmp_path, capsys, monkeypatch):
     rng = np.random.default_rng(3)
     seeds = [write_run(tmp_path / f"seed{s}", rng, 4) for s in (1, 2, 3)]
     seen = []
-    monkeypatch.setattr(plot, "plot_reliability",
-                        lambda series, n_bins, title: seen.extend(series) or plot.plt.figure())
+    from matplotlib.figure import Figure
+
+    monkeypatch.setattr(plots, "plot_reliability", lambda series, n_bins, title: seen.extend(series) or Figure())
     out = tmp_path / "pooled.png"
     argv = ["reliability", *map(str, seeds), *map(str, seeds), "--pool", "3", "--labels", "a", "b", "-o", str(out)]
     assert plot.main(argv) == 0 and _is_png(out)

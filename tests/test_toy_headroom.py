@@ -1,5 +1,5 @@
 """toy/headroom.py and tools/toy_headroom.py: the zero-shot vs linear-probe yardstick, and the README block writer
-it shares with tools/update_readme.py."""
+it shares with tools/update_readme.py (experiments/readme_blocks.py)."""
 from __future__ import annotations
 
 import sys
@@ -10,12 +10,13 @@ import pytest
 import torch
 import torch.nn.functional as F
 
+from experiments.readme_blocks import BlockError, replace_block
 from toy import world
 from toy.headroom import attribute_accuracy, fit_probe, headroom
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tools"))
 import toy_headroom  # noqa: E402
-from update_readme import replace_block, runs_time  # noqa: E402
+from update_readme import runs_time  # noqa: E402
 
 
 def test_probe_without_steps_is_zero_shot():
@@ -89,9 +90,12 @@ def test_tool_prints_and_writes_the_block(tmp_path, capsys, monkeypatch):
 def test_replace_block_needs_both_markers(tmp_path):
     f = tmp_path / "x.md"
     f.write_text("no markers")
-    with pytest.raises(SystemExit, match="no <a> ... <b> block"):
+    with pytest.raises(BlockError, match="no <a> ... <b> block"):
         replace_block(f, "<a>", "<b>", "body")
-    assert f.read_text() == "no markers"
+    f.write_text("<b> end before begin <a>")
+    with pytest.raises(BlockError, match="in that order"):
+        replace_block(f, "<a>", "<b>", "body")
+    assert f.read_text() == "<b> end before begin <a>"
 
 
 def test_tool_rejects_more_images_than_the_dataset_has(capsys):

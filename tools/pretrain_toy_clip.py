@@ -79,9 +79,12 @@ def main(argv: list[str] | None = None) -> int:
     text = record_table(ckpt, args.out)
     print(text)
     if args.readme:
-        from tools.update_readme import replace_block
+        from experiments.readme_blocks import BlockError, replace_block
 
-        replace_block(Path(args.readme), BEGIN, END, text)
+        try:
+            replace_block(Path(args.readme), BEGIN, END, text)
+        except BlockError as e:
+            raise SystemExit(str(e)) from None
         print(f"wrote the record into {args.readme}")
     return 0
 

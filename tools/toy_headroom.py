@@ -71,9 +71,12 @@ def main(argv=None) -> int:
         text += "\n\n" + attribute_table(attrs, args.attribute_images)
     print(text)
     if args.readme:
-        from tools.update_readme import replace_block
+        from experiments.readme_blocks import BlockError, replace_block
 
-        replace_block(Path(args.readme), BEGIN, END, text)
+        try:
+            replace_block(Path(args.readme), BEGIN, END, text)
+        except BlockError as e:
+            raise SystemExit(str(e)) from None
         print(f"wrote the table into {args.readme}")
     return 0
 

@@ -20,37 +20,44 @@ content changes, so running this tool twice, or after rerunning the same runs, c
 from __future__ import annotations
 
 import argparse
-import contextlib
-import io
-import json
 import shutil
 import sys
-import tempfile
 import textwrap
 from pathlib import Path
 from typing import Sequence
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
+
+from common.errors import UserError  # noqa: E402
+from experiments.readme_blocks import replace_block, write_if_changed  # noqa: E402
+from experiments.records import read_results, run_info, scan  # noqa: E402
+
 BEGIN, END = "<!-- toy-results:begin -->", "<!-- toy-results:end -->"
 
 
 def summary_table(output: Path, method: str, dataset: str) -> str:
-    from tools import parse_results
+    """The table ``tools/parse_results.py --summary`` prints for METHOD and zero-shot CLIP on DATASET (its notes,
+    if any, go to stderr as that tool's do)."""
+    from experiments.errors import ResultsError
+    from experiments.tables import report
 
-    buf = io.StringIO()
-    with contextlib.redirect_stdout(buf):
-        code = parse_results.main([str(output), "--method", method, "ZeroshotCLIP", "--dataset", dataset, "--summary"])
+    try:
+        code, text, notes = report(str(output), methods=[method, "ZeroshotCLIP"], datasets=[dataset], summary=True)
+    except ResultsError as e:
+        raise SystemExit(f"update_readme: {e}") from None
+    for n in notes:
+        print(f"note: {n}", file=sys.stderr)
     if code != 0:
         raise SystemExit(f"parse_results found no {method} {dataset} runs under {output}")
-    return buf.getvalue().rstrip()
+    return text.rstrip()
 
 
 def variant_runs(run_dirs: Sequence[Path], trainer: str, dataset: str, subsample: str) -> dict[str, dict[int, Path]]:
     """Run folders among ``run_dirs`` by variant ("ce" = without --calib, else the calib name), then by seed."""
     runs: dict[str, dict[int, Path]] = {}
     for folder in run_dirs:
-        run = json.loads((folder / "results.json").read_text())["run"]
+        run = run_info(folder)
         if (run["trainer"], run["dataset"], run["subsample"]) == (trainer, dataset, subsample):
             runs.setdefault(run["calib"] or "ce", {})[run["seed"]] = folder
     return runs
@@ -59,8 +66,8 @@ def variant_runs(run_dirs: Sequence[Path], trainer: str, dataset: str, subsample
 def record_seeds(records: Path, trainer: str, dataset: str) -> list[int]:
     """The seeds of ``trainer``'s records on ``dataset`` under ``records`` (what the pooled diagrams pool)."""
     seeds = set()
-    for path in records.rglob("results.json"):
-        run = json.loads(path.read_text())["run"]
+    for path in scan(records):
+        run = run_info(path)
         if run["trainer"] == trainer and run["dataset"] == dataset:
             seeds.add(run["seed"])
     return sorted(seeds)
@@ -70,10 +77,8 @@ def runs_time(output: Path, trainers: Sequence[str], dataset: str) -> tuple[int,
     """How many runs of ``trainers`` on ``dataset`` lie under ``output``, and their training plus evaluation
     seconds in all (the ``timings`` of their run records; process start-up and data loading not included)."""
     count, seconds = 0, 0.0
-    from runs.run_folder import PREVIOUS
-
-    for path in sorted(p for p in output.rglob("results.json") if PREVIOUS not in p.relative_to(output).parts):
-        run = json.loads(path.read_text())["run"]
+    for path in scan(output):
+        run = run_info(path)
         if run["trainer"] in trainers and run["dataset"] == dataset:
             count += 1
             seconds += sum(t or 0.0 for t in run.get("timings", {}).values())
@@ -137,7 +142,7 @@ def copy_records(planned: list[tuple], output: Path, records: Path) -> list[Path
         source = run.out_dir / "results.json"
         if target.is_file():
             try:
-                if same_record(json.loads(target.read_text()), json.loads(source.read_text())):
+                if same_record(read_results(target), read_results(source)):
                     continue
             except ValueError:  # a damaged committed copy is replaced
                 pass
@@ -154,35 +159,22 @@ def copy_records(planned: list[tuple], output: Path, records: Path) -> list[Path
     return changed
 
 
-def write_if_changed(path: Path, data: bytes) -> bool:
-    """Write ``data`` to ``path`` unless it already holds exactly that (an unchanged file keeps its mtime)."""
-    if path.is_file() and path.read_bytes() == data:
-        return False
-    from common.atomic import atomic_write_bytes
-
-    atomic_write_bytes(path, data)
-    return True
-
-
 def plot_pooled(runs: dict[str, dict[int, Path]], png: Path, title: str) -> bool:
     """The reliability diagram of CE vs --calib, each variant's seeds pooled, into ``png`` when its bytes change;
     False when the runs lack predictions or the two variants have different seeds."""
-    from tools import plot
+    from calibration import plots
 
     ce, cal = runs.get("ce", {}), runs.get("tcpt", {})
     runs_dirs = [d for variant in (ce, cal) for d in variant.values()]
     if not ce or set(ce) != set(cal) or not all((d / "predictions.npz").is_file() for d in runs_dirs):
         return False
     seeds = sorted(ce)
-    with tempfile.TemporaryDirectory() as tmp:
-        out = Path(tmp) / png.name
-        with contextlib.redirect_stdout(io.StringIO()):
-            code = plot.main(["reliability", *(str(ce[s]) for s in seeds), *(str(cal[s]) for s in seeds),
-                              "--pool", str(len(seeds)), "--labels", "without --calib", "with --calib",
-                              "-o", str(out), "--title", title])
-        if code != 0:
-            raise SystemExit(f"update_readme: tools/plot.py could not draw {png.name} (exit code {code})")
-        write_if_changed(png, out.read_bytes())
+    try:
+        series = plots.load_series([*(ce[s] for s in seeds), *(cal[s] for s in seeds)], pool=len(seeds),
+                                   labels=["without --calib", "with --calib"])
+    except UserError as e:
+        raise SystemExit(f"update_readme: could not draw {png.name}: {e}") from None
+    write_if_changed(png, plots.png_bytes(plots.plot_reliability(series, 10, title)))
     return True
 
 
@@ -216,23 +208,6 @@ def readme_block(records: Path, method: str, dataset: str, img_dir: Path) -> str
                      + [textwrap.fill(line, 118) for line in lines]).rstrip("\n")
 
 
-def read_block(path: Path, begin: str = BEGIN, end: str = END) -> str:
-    text = path.read_text()
-    if begin not in text or end not in text:
-        raise SystemExit(f"{path} has no {begin} ... {end} block")
-    return text.split(begin, 1)[1].split(end, 1)[0].strip("\n")
-
-
-def replace_block(path: Path, begin: str, end: str, body: str) -> None:
-    """Replace what lies between the marker lines ``begin`` and ``end`` in ``path`` with ``body``."""
-    text = path.read_text()
-    if begin not in text or end not in text:
-        raise SystemExit(f"{path} has no {begin} ... {end} block")
-    head, rest = text.split(begin, 1)
-    _, tail = rest.split(end, 1)
-    write_if_changed(path, f"{head}{begin}\n{body}\n{end}{tail}".encode())
-
-
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--output", default="output", help="sweep output root")
@@ -261,7 +236,10 @@ def main(argv=None) -> int:
             print(f"update_readme: no {label} diagram drawn (the runs lack predictions.npz, or the variants' seeds "
                   f"differ); {png} is left as it was", file=sys.stderr)
     block = readme_block(records, args.method, args.dataset, img_dir)
-    replace_block(Path(args.readme), BEGIN, END, block)
+    try:
+        replace_block(Path(args.readme), BEGIN, END, block)
+    except UserError as e:
+        raise SystemExit(str(e)) from None
     print(block)
     print(f"README block from the {len(planned)} records under {records} ({len(changed)} record files written or "
           "removed; the others hold the same runs and were left as they are)")
