@@ -164,8 +164,6 @@ def setup_cfg(args) -> CN:
             cfg.merge_from_list(opts)
         except (KeyError, AssertionError, ValueError, TypeError) as exc:
             raise _cfg_error(exc, source, cfg) from None
-    from calibration.regularizers import resolve_calib_name
-
     cfg.TRAINER.CALIB.NAME = resolve_calib_name(cfg.TRAINER.CALIB.NAME)
     cfg.freeze()
     return cfg

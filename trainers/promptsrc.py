@@ -15,12 +15,9 @@ import math
 import torch
 import torch.nn.functional as F
 
-from common.atomic import atomic_torch_save
+import clip
 from common.errors import UserError
 from dassl.engine import TRAINER_REGISTRY
-from common.errors import UserError
-
-import clip
 
 from .base import PromptOutput, PromptTrainer
 from .ivlp import IVLPModel
