@@ -15,6 +15,7 @@ import os
 import re
 import sys
 import traceback
+from typing import Sequence
 
 import torch
 from yacs.config import CfgNode as CN
@@ -182,6 +183,17 @@ def print_args(args, cfg) -> None:
 
 def main(args) -> None:
     cfg = setup_cfg(args)
+    _setup_process(args, cfg)
+    lock = _lock_folder(cfg)
+    try:
+        _run(args, cfg)
+    finally:
+        if lock is not None:
+            lock.release()
+
+
+def _setup_process(args, cfg) -> None:
+    """What a run sets for the whole process: epochs checked, torch threads, deterministic algorithms."""
     from dassl.engine import check_max_epoch
     from dassl.engine.build import trainer_class
 
@@ -200,6 +212,9 @@ def main(args) -> None:
     elif torch.cuda.is_available() and cfg.USE_CUDA:
         torch.backends.cudnn.benchmark = True
 
+
+def _lock_folder(cfg):
+    """Create the output folder and take its lock: one writer per folder (dassl/utils/run_lock.py)."""
     try:
         os.makedirs(cfg.OUTPUT_DIR, exist_ok=True)
     except OSError as exc:
@@ -207,20 +222,26 @@ def main(args) -> None:
                         f"{exc.strerror or exc}") from None
     from dassl.utils import run_lock
 
-    lock = run_lock.acquire(cfg.OUTPUT_DIR)  # one writer per folder (dassl/utils/run_lock.py)
-    try:
-        _run(args, cfg)
-    finally:
-        if lock is not None:
-            lock.release()
+    return run_lock.acquire(cfg.OUTPUT_DIR)
 
 
 def _run(args, cfg) -> None:
+    trainer, held, stale = prepare_run(args, cfg)
+    begin_run(cfg, trainer, held, stale)
+    if args.eval_only:
+        trainer.test()
+        return
+    if not args.no_train:
+        trainer.train()
+
+
+def prepare_run(args, cfg):
+    """Seed, build the trainer and validate everything before the run folder is touched (trainers/run_folder.py);
+    the output so far is held in memory and goes into log.txt once :func:`begin_run` starts the run. Returns the
+    trainer, the held console and the checkpoints that cannot be resumed."""
     from trainers import identity, run_folder
     from trainers.eval_only import adopt_training_config
 
-    # Validate everything before the folder is touched (trainers/run_folder.py); the output so far is held in
-    # memory and goes into log.txt once the run starts.
     held = run_folder.hold_console()
     if args.eval_only:
         cfg.defrost()
@@ -246,15 +267,116 @@ def _run(args, cfg) -> None:
                                          getattr(trainer, "_loaded_identity", None), args.opts)
     if not args.eval_only and not args.no_train and hasattr(trainer, "resume_plan"):
         stale_checkpoints = trainer.resume_plan()
+    return trainer, held, stale_checkpoints
+
+
+def begin_run(cfg, trainer, held, stale_checkpoints) -> None:
+    """The run starts: the previous record moves aside, log.txt opens, config.yaml is written."""
+    from trainers import run_folder
+
     run_folder.start(cfg.OUTPUT_DIR, held, stale_checkpoints)  # the previous record moves aside only now
     if stale_checkpoints:
         print("Note: the checkpoints here were made by other code, libraries or data; training from scratch")
     atomic_write_text(os.path.join(cfg.OUTPUT_DIR, "config.yaml"), cfg.dump())
-    if args.eval_only:
-        trainer.test()
-        return
-    if not args.no_train:
-        trainer.train()
+
+
+# ------------------------------------------------------------------------------------------ lockstep groups
+#: Separates the runs of one lockstep command: ``train.py <run 1's arguments> --and <run 2's arguments> ...``.
+LOCKSTEP_SEPARATOR = "--and"
+#: Settings of the whole process: every run of a lockstep group must give them the same value.
+PROCESS_FLAGS = ("deterministic", "debug")
+
+
+def split_lockstep(argv: Sequence[str]) -> list[list[str]]:
+    """The runs of a command line: its words split at :data:`LOCKSTEP_SEPARATOR` (one run when there is none)."""
+    runs: list[list[str]] = [[]]
+    for word in argv:
+        if word == LOCKSTEP_SEPARATOR:
+            runs.append([])
+        else:
+            runs[-1].append(word)
+    return runs
+
+
+def lockstep_argv(runs: Sequence[Sequence[str]]) -> list[str]:
+    """The inverse of :func:`split_lockstep`: one command line training ``runs`` (train.py arguments) in lockstep."""
+    out: list[str] = []
+    for i, run in enumerate(runs):
+        out += ([LOCKSTEP_SEPARATOR] if i else []) + list(run)
+    return out
+
+
+def finished(args, cfg) -> bool:
+    """Whether the folder holds the record this run would make now (the identity train.py would record)."""
+    import json
+
+    from trainers import identity
+
+    path = os.path.join(cfg.OUTPUT_DIR, "results.json")
+    try:
+        with open(path) as f:
+            recorded = (json.load(f).get("run") or {}).get("identity")
+    except (OSError, ValueError, AttributeError):
+        return False
+    expected = identity.identity(cfg, identity.split_sha256(cfg), None, args.opts)
+    return recorded is not None and not identity.differences(recorded, expected)
+
+
+def run_lockstep(argvs: Sequence[Sequence[str]]) -> list[str]:
+    """Train the runs of ``argvs`` (each one lone ``train.py`` command's arguments) in lockstep: one data stream
+    and one frozen image pass per batch for all of them (runs/lockstep.py); each run keeps its folder, checkpoints,
+    log and record, and its predictions are its lone run's. A run whose folder holds its current record is skipped.
+    Returns the output folders of the runs trained."""
+    parsed = [parse_args(list(a)) for a in argvs]
+    for args in parsed:
+        if args.eval_only or args.no_train:
+            raise UserError(f"{LOCKSTEP_SEPARATOR}: a lockstep group trains runs; {args.output_dir or 'a run'} is "
+                            "--eval-only/--no-train: run it on its own")
+        if not args.output_dir:
+            raise UserError(f"{LOCKSTEP_SEPARATOR}: every run of a lockstep group needs its own --output-dir")
+    for flag in PROCESS_FLAGS:
+        if len({getattr(a, flag) for a in parsed}) > 1:
+            raise UserError(f"{LOCKSTEP_SEPARATOR}: the runs of one process must agree on --{flag}; give it to all "
+                            "of them or none")
+    cfgs = [setup_cfg(a) for a in parsed]
+    dirs = [os.path.abspath(c.OUTPUT_DIR) for c in cfgs]
+    if len(set(dirs)) < len(dirs):
+        raise UserError(f"{LOCKSTEP_SEPARATOR}: two runs of the group write to the same --output-dir; give each its "
+                        "own")
+    from runs.lockstep import LockstepError, shared_key_differences
+
+    diffs = shared_key_differences(cfgs)
+    if diffs:  # before anything is built (runs.lockstep.check_group checks again what only a build can tell)
+        raise LockstepError("runs trained in lockstep must share their data settings and seed; these differ: "
+                            + "; ".join(diffs[:6]) + ("; ..." if len(diffs) > 6 else "")
+                            + ". Run them separately (LOCKSTEP=0 for the sweep)")
+    todo = []
+    for args, cfg in zip(parsed, cfgs):
+        if finished(args, cfg):
+            print(f"Finished already (its record is current): {cfg.OUTPUT_DIR}")
+        else:
+            todo.append((args, cfg))
+    if not todo:
+        return []
+    for args, cfg in todo:
+        _setup_process(args, cfg)
+    locks = []
+    try:
+        for _, cfg in todo:
+            locks.append(_lock_folder(cfg))
+        if len(todo) == 1:
+            _run(*todo[0])
+        else:
+            from runs.lockstep import Member, train_in_lockstep
+
+            train_in_lockstep([Member(cfg.OUTPUT_DIR, cfg, prepare=lambda a=args, c=cfg: prepare_run(a, c),
+                                      begin=lambda t, h, s, c=cfg: begin_run(c, t, h, s))
+                               for args, cfg in todo])
+    finally:
+        for lock in locks:
+            if lock is not None:
+                lock.release()
+    return [cfg.OUTPUT_DIR for _, cfg in todo]
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -299,9 +421,14 @@ def parse_args(argv=None):
 
 
 def cli(argv=None) -> int:
-    args = parse_args(argv)
+    argv = sys.argv[1:] if argv is None else list(argv)
+    runs = split_lockstep(argv)
+    args = parse_args(runs[0])
     try:
-        main(args)
+        if len(runs) > 1:
+            run_lockstep(runs)
+        else:
+            main(args)
     except UserError as exc:
         if args.debug:
             traceback.print_exc()

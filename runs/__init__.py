@@ -1,0 +1,1 @@
+"""Run infrastructure above the methods: how runs are driven (lockstep groups)."""
