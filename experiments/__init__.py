@@ -1,0 +1,1 @@
+"""Experiment orchestration above train.py: sweeps, grouping, launching, timing."""
