@@ -16,7 +16,10 @@ run nothing; runs whose record is stale are named on stderr), ``ON_MISMATCH`` (r
 run whose record was made by another identity), ``STOP_ON_ERROR=1`` (stop at the first failed run instead
 of going on with the next one), ``THREADS`` (torch threads per run, ``TRAIN.NUM_THREADS``: 1 for the toy and tiny
 backbones, else torch's default; ``tools/run_policy.py``), ``PYTHON`` (the interpreter named in printed
-commands, default ``python``).
+commands, default ``python``), ``LOCKSTEP`` (1, the default: a method's variants of one seed, e.g. plain and
+``--calib``, train in one process over one data stream, sharing each batch's frozen image features, each with its
+own folder and record, its predictions those of the run alone; ``methods``: text-only methods with the same data
+settings too; 0: every run alone; experiments/lockstep_groups.py).
 Zero-shot CLIP (``zsclip``) trains nothing: one eval-only run per split and dataset (the first seed,
 ``NUM_SHOTS 0``), whatever SEEDS, SHOTS and CALIB say.
 
@@ -341,6 +344,7 @@ class Settings:
     python: str = "python"
     on_mismatch: str = "rerun"
     threads: int | None = None          # THREADS (tools/run_policy.py); None = per backbone
+    lockstep: str = "variants"          # LOCKSTEP (experiments/lockstep_groups.py): variants | methods | off
 
     @classmethod
     def from_env(cls, env: Mapping[str, str]) -> "Settings":
@@ -360,6 +364,12 @@ class Settings:
         try:
             s.threads = parse_threads(get("THREADS"))
         except ThreadsError as e:
+            raise SweepError(str(e)) from None
+        from experiments.lockstep_groups import LockstepSettingError, parse_mode
+
+        try:
+            s.lockstep = parse_mode(get("LOCKSTEP"))
+        except LockstepSettingError as e:
             raise SweepError(str(e)) from None
         if get("SHOTS"):
             s.shots = _ints(get("SHOTS"), "SHOTS")
@@ -579,6 +589,9 @@ def execute(units: Sequence[Unit], s: Settings, python: str | None = None) -> in
     failed: list[Run] = []
     total = len(units)
     checker = Checker()
+    from experiments.lockstep_groups import lockstep_args, sweep_partners
+
+    partners = sweep_partners(units, s.lockstep)  # training runs that train in one process (LOCKSTEP)
     for i, unit in enumerate(units, 1):
         print(f"[{i}/{total}] {unit.label}", flush=True)
         for run in unit.runs:
@@ -605,12 +618,18 @@ def execute(units: Sequence[Unit], s: Settings, python: str | None = None) -> in
                 continue
             run.out_dir.mkdir(parents=True, exist_ok=True)
             log = run.out_dir / "console.log"
+            argv = run.argv(python)
+            mates = [r for r in partners.get(run.out_dir, []) if run_status(r, [], checker)[0] == "missing" or (
+                s.on_mismatch == "rerun" and run_status(r, [], checker)[0] == "stale")]
+            if mates:  # one train.py for the group; the mates' units later find their runs done
+                argv = argv[:2] + lockstep_args([run.args, *(m.args for m in mates)])
+                print(f"{head} in lockstep with {', '.join(str(m.out_dir) for m in mates)}", flush=True)
             t0 = time.time()
             try:
                 from tools.progress import run_logged  # the run's epoch and ETA on the console while it runs
 
                 with children.raise_on_terminate():
-                    rc = run_logged(run.argv(python), log, head)
+                    rc = run_logged(argv, log, head)
             except (KeyboardInterrupt, children.Terminated) as e:
                 print(f"\ninterrupted during {run.out_dir} (its train.py was stopped); rerun the same command to "
                       "resume", flush=True)

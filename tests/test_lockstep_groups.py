@@ -1,0 +1,103 @@
+"""experiments/lockstep_groups.py: which runs of a sweep train in lockstep (pure functions over train.py args)."""
+from __future__ import annotations
+
+import pytest
+
+from experiments.lockstep_groups import LockstepSettingError, lockstep_groups, lockstep_key, parse_mode
+
+COMMON = ["--root", "data", "--seed", "1", "--backbone", "toy-clip", "--dataset-config-file", "d.yaml"]
+TAIL = ["TRAIN.NUM_THREADS", "1", "DATASET.NUM_SHOTS", "16", "DATASET.SUBSAMPLE_CLASSES", "base"]
+
+
+def run(out, *extra, trainer="CoOp", cfg="coop.yaml", seed="1", tail=TAIL):
+    args = list(COMMON)
+    args[3] = seed
+    return [*args, "--trainer", trainer, "--config-file", cfg, *extra, "--output-dir", out, *tail]
+
+
+def test_variants_of_one_method_and_seed_group_together():
+    specs = [run("p1"), run("c1", "--calib"), run("m1", "--calib", "mbls"),
+             run("p2", seed="2"), run("c2", "--calib", seed="2"),
+             run("new", "--eval-only", "--model-dir", "p1")]
+    assert lockstep_groups(specs) == [[0, 1, 2], [3, 4], [5]]
+    assert lockstep_groups(specs, "off") == [[i] for i in range(6)]
+
+
+def test_loss_weights_are_loss_only_but_data_options_are_not():
+    a = run("a")
+    b = run("b", "--calib", tail=TAIL + ["TRAINER.CALIB.ALPHA", "0.2"])
+    c = run("c", tail=TAIL + ["INPUT.RRCROP_SCALE", "(0.5, 1.0)"])
+    d = run("d", tail=["DATASET.NUM_SHOTS", "8"] + TAIL[2:])
+    assert lockstep_groups([a, b, c, d]) == [[0, 1], [2], [3]]
+
+
+def test_calib_value_is_not_mistaken_for_a_key_and_the_bare_flag_before_options_works():
+    bare = run("b", "--calib")
+    assert lockstep_key(bare) == lockstep_key(run("x")) == lockstep_key(run("y", "--calib", "zs_norm"))
+    before_opts = [*COMMON, "--trainer", "CoOp", "--config-file", "coop.yaml", "--output-dir", "z", "--calib",
+                   *TAIL]
+    assert lockstep_key(before_opts) == lockstep_key(run("x"))
+
+
+def test_image_prompted_and_unknown_methods_train_alone():
+    specs = [run("a", trainer="MaPLe"), run("b", "--calib", trainer="MaPLe"), run("c", trainer="Mine"),
+             run("d", trainer="Mine")]
+    assert lockstep_groups(specs) == [[0], [1], [2], [3]]
+
+
+def test_methods_mode_groups_text_only_methods_with_the_same_data():
+    specs = [run("coop", trainer="CoOp", cfg="coop.yaml"), run("kg", trainer="KgCoOp", cfg="kg.yaml"),
+             run("pd", trainer="ProDA", cfg="proda.yaml"), run("mp", trainer="MaPLe", cfg="maple.yaml")]
+    assert lockstep_groups(specs) == [[0], [1], [2], [3]]
+    assert lockstep_groups(specs, "methods") == [[0, 1, 2], [3]]
+    batch = {"coop": 32, "kg": 32, "pd": 4}  # what the configs resolve to
+    key = lambda args: batch[args[args.index("--output-dir") + 1]]  # noqa: E731
+    assert lockstep_groups(specs, "methods", data_key=key) == [[0, 1], [2], [3]]
+
+
+def test_group_size_is_capped():
+    specs = [run(f"o{i}", "--calib", f"b{i}") for i in range(5)]
+    assert lockstep_groups(specs, max_group=2) == [[0, 1], [2, 3], [4]]
+
+
+@pytest.mark.parametrize("text, mode", [("", "variants"), ("1", "variants"), ("0", "off"), ("off", "off"),
+                                        ("methods", "methods"), (" Methods ", "methods")])
+def test_parse_mode(text, mode):
+    assert parse_mode(text) == mode
+
+
+def test_parse_mode_rejects_other_values():
+    with pytest.raises(LockstepSettingError, match="LOCKSTEP='maybe'"):
+        parse_mode("maybe")
+
+
+def test_slurm_tasks_hold_a_group_then_its_evaluations(tmp_path, monkeypatch, capsys):
+    """One array task per group: the group's training runs first (trained in one process), then every member's
+    evaluations; LOCKSTEP=0: one task per training run, as before."""
+    from pathlib import Path
+
+    from tools import launch
+
+    monkeypatch.chdir(tmp_path)
+    lines = []
+    for seed in (1, 2):
+        for name, calib in (("plain", ""), ("calib", " --calib")):
+            base = f"out/base/{name}{seed}"
+            head = f"python fake_train.py --trainer CoOp --seed {seed}{calib}"
+            lines += [f"{head} --output-dir {base} DATASET.SUBSAMPLE_CLASSES base",
+                      f"{head} --output-dir out/new/{name}{seed} --eval-only --model-dir {base} "
+                      "DATASET.SUBSAMPLE_CLASSES new"]
+    Path("cmds.txt").write_text("\n".join(lines) + "\n")
+    args = ["cmds.txt", "--backend", "slurm", "--print"]
+    assert launch.main(args) == 0
+    out = capsys.readouterr().out
+    assert out.startswith("# 2 array task(s), 8 run(s)")
+    task0 = out.split("task 0:")[1].split("task 1:")[0].split("\n")[1:5]
+    assert [w.split("--output-dir ")[1].split()[0] for w in task0] == [
+        "out/base/plain1", "out/base/calib1", "out/new/plain1", "out/new/calib1"]
+    monkeypatch.setenv("LOCKSTEP", "0")
+    assert launch.main(args) == 0
+    assert capsys.readouterr().out.startswith("# 4 array task(s), 8 run(s)")
+    monkeypatch.setenv("LOCKSTEP", "sometimes")
+    assert launch.main(args) == 2
+    assert "LOCKSTEP='sometimes'" in capsys.readouterr().err
