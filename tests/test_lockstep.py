@@ -138,3 +138,49 @@ def test_image_prompted_methods_are_refused(tmp_path, capsys, one_thread):
     assert run(train.lockstep_argv(runs)) == 1
     assert "prompts the image tower" in capsys.readouterr().err
     assert not (tmp_path / "plain" / "log.txt").exists()  # refused before any folder was started
+
+
+@pytest.mark.slow
+@pytest.mark.e2e
+def test_sweep_trains_a_methods_variants_in_lockstep(tmp_path):
+    """LOCKSTEP (default on): the plain and --calib training runs of one seed run as one train.py; their units
+    then find the calib run done; the evaluations run as before."""
+    import os
+    import subprocess
+
+    data = make_image_folder(tmp_path / "data", n_classes=4, per_class=8)
+    out = tmp_path / "output"
+    env = dict(os.environ, DATA=str(data), OUTPUT=str(out), BACKBONE="tiny-vit", SEEDS="1", CALIB="both",
+               SHOTS="2", PYTHON=sys.executable, OPTS="OPTIM.MAX_EPOCH 1 DATALOADER.NUM_WORKERS 0 "
+               "DATALOADER.TRAIN_X.BATCH_SIZE 4 DATALOADER.TEST.BATCH_SIZE 32")
+    res = subprocess.run([sys.executable, "tools/sweep.py", "base2novel", "coop", "imagefolder"], cwd=REPO,
+                         env=env, capture_output=True, text=True, timeout=300)
+    assert res.returncode == 0, res.stdout + res.stderr
+    assert res.stdout.count("in lockstep with") == 1
+    assert len(list(out.rglob("results.json"))) == 4
+    lock = next(out.rglob("console.log"))
+    assert "Training 2 runs in lockstep" in "".join(p.read_text() for p in out.rglob("console.log")), lock
+
+
+@pytest.mark.slow
+@pytest.mark.e2e
+def test_slurm_task_trains_its_group_in_lockstep(data_root, tmp_path, one_thread, capsys):
+    """run_chain (inside an array task) trains the merged task's training runs in one process, then the
+    evaluations; finished runs are skipped."""
+    from tools.launch import parse_commands
+    from tools.launch_slurm import payload, run_chain
+
+    opts = OPTS[:2] + ("DATASET.SUBSAMPLE_CLASSES", "base") + OPTS[4:]
+    lines = []
+    for name, extra in (("plain", ()), ("calib", ("--calib",))):
+        base = coop_argv(data_root, tmp_path / name, *extra, opts=opts)
+        new = coop_argv(data_root, tmp_path / f"{name}_new", *extra, "--eval-only", "--model-dir",
+                        str(tmp_path / name), opts=OPTS[:2] + ("DATASET.SUBSAMPLE_CLASSES", "new"))
+        lines += [" ".join([sys.executable, "train.py", *base]), " ".join([sys.executable, "train.py", *new])]
+    jobs = parse_commands(lines)
+    order = [jobs[0], jobs[2], jobs[1], jobs[3]]  # merge_chains' order: the group, then the evaluations
+    done = run_chain(str(REPO), [payload(j, jobs) for j in order])
+    assert len(done) == 4 and all((tmp_path / n / "results.json").is_file()
+                                  for n in ("plain", "calib", "plain_new", "calib_new"))
+    printed = capsys.readouterr().out
+    assert "run in lockstep:" in printed and printed.count("skip (finished)") == 2
