@@ -5,6 +5,10 @@
         --config-file configs/trainers/CoOp/vit_b16_ep50.yaml \
         --output-dir output/... DATASET.NUM_SHOTS 16 DATASET.SUBSAMPLE_CLASSES base
 
+Several training runs that differ only in their loss (plain, ``--calib``, the baselines; text-only methods with
+the same data settings) train in lockstep in one process when their command lines are joined with ``--and``:
+one data stream, one frozen image pass per batch, each run its own folder and record (docs/lockstep.md).
+
 Config merge order (engine.md §2.3): defaults <- extend_cfg <- dataset yaml <- method yaml <- CLI flags <- KEY VALUE
 opts, which have the final word.
 """
@@ -343,13 +347,9 @@ def run_lockstep(argvs: Sequence[Sequence[str]]) -> list[str]:
     if len(set(dirs)) < len(dirs):
         raise UserError(f"{LOCKSTEP_SEPARATOR}: two runs of the group write to the same --output-dir; give each its "
                         "own")
-    from runs.lockstep import LockstepError, shared_key_differences
+    from runs.lockstep import check_shared_keys
 
-    diffs = shared_key_differences(cfgs)
-    if diffs:  # before anything is built (runs.lockstep.check_group checks again what only a build can tell)
-        raise LockstepError("runs trained in lockstep must share their data settings and seed; these differ: "
-                            + "; ".join(diffs[:6]) + ("; ..." if len(diffs) > 6 else "")
-                            + ". Run them separately (LOCKSTEP=0 for the sweep)")
+    check_shared_keys(cfgs)  # before anything is built (runs.lockstep.check_group checks what only a build tells)
     todo = []
     for args, cfg in zip(parsed, cfgs):
         if finished(args, cfg):
@@ -380,7 +380,10 @@ def run_lockstep(argvs: Sequence[Sequence[str]]) -> list[str]:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter,
+        epilog=f"{LOCKSTEP_SEPARATOR}: 'train.py <run 1> {LOCKSTEP_SEPARATOR} <run 2> ...' trains runs that differ only "
+               "in their loss in lockstep (docs/lockstep.md)")
     parser.add_argument("--root", type=str, default="", help="path to dataset")
     parser.add_argument("--output-dir", type=str, default="", help="output directory")
     parser.add_argument("--resume", type=str, default="", help="checkpoint directory (from which the training resumes)")

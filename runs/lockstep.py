@@ -73,6 +73,15 @@ def shared_key_differences(cfgs: Sequence[Any]) -> list[str]:
     return diffs
 
 
+def check_shared_keys(cfgs: Sequence[Any]) -> None:
+    """Refuse configs that differ in a :data:`SHARED_KEYS` key (checked on the configs alone, nothing built)."""
+    diffs = shared_key_differences(cfgs)
+    if diffs:
+        raise LockstepError("runs trained in lockstep must share their data settings and seed; these differ: "
+                            + "; ".join(diffs[:6]) + ("; ..." if len(diffs) > 6 else "")
+                            + ". Run them separately (LOCKSTEP=0 for the sweep)")
+
+
 def check_member(m: Member) -> None:
     """A member must be a training run of a text-only prompt method (its image features are frozen CLIP's)."""
     t = m.trainer
@@ -88,11 +97,7 @@ def check_member(m: Member) -> None:
 
 def check_group(members: Sequence[Member]) -> None:
     """Everything the members share must be equal: the data settings, the data itself, and the image pass."""
-    diffs = shared_key_differences([m.cfg for m in members])
-    if diffs:
-        raise LockstepError("runs trained in lockstep must share their data settings and seed; these differ: "
-                            + "; ".join(diffs[:6]) + ("; ..." if len(diffs) > 6 else "")
-                            + ". Run them separately (LOCKSTEP=0 for the sweep)")
+    check_shared_keys([m.cfg for m in members])
     first = members[0].trainer
     for m in members[1:]:
         t = m.trainer
