@@ -161,3 +161,21 @@ def merge_chains(chains: Sequence[Sequence], args_of: Callable[[object], Sequenc
         members = [by_head[id(h)] for h in group]
         out.append([c[0] for c in members] + [j for c in members for j in c[1:]])
     return out
+
+
+def job_mates(jobs: Sequence, mode: str) -> dict[int, list]:
+    """tools/launch.py (local): job index -> the other jobs of its lockstep group, over its unfinished jobs (a
+    ``Job``'s train.py arguments: ``job.as_run().args``)."""
+    mates = {}
+    for group in grouped(list(jobs), lambda j: j.as_run().args, mode, data_key=_data_key(mode)):
+        if len(group) > 1:
+            for job in group:
+                mates[job.index] = [j for j in group if j is not job]
+    return mates
+
+
+def job_argv(job, mates: Sequence) -> list[str]:
+    """The command line of ``job`` training in lockstep with ``mates`` (its interpreter and script, then the
+    runs' train.py arguments joined)."""
+    head = job.argv[:len(job.argv) - len(job.as_run().args)]
+    return [*head, *lockstep_args([job.as_run().args, *(m.as_run().args for m in mates)])]

@@ -88,7 +88,9 @@ def test_lockstep_equals_lone_runs_bit_for_bit(data_root, alone, tmp_path, one_t
     # finished members are skipped; a group whose members resume from different epochs trains each from where
     # it stopped: plain from its epoch-1 checkpoint (joining at epoch 2), calib from scratch, and both still
     # equal their lone runs
+    stamps = {name: (tmp_path / name / "results.json").stat().st_mtime_ns for name in runs}
     assert run(train.lockstep_argv(list(runs.values()))) == 0
+    assert stamps == {name: (tmp_path / name / "results.json").stat().st_mtime_ns for name in runs}
     for name in ("plain", "calib"):
         for f in ("results.json", "predictions.npz"):
             (tmp_path / name / f).unlink()

@@ -101,3 +101,61 @@ def test_slurm_tasks_hold_a_group_then_its_evaluations(tmp_path, monkeypatch, ca
     monkeypatch.setenv("LOCKSTEP", "sometimes")
     assert launch.main(args) == 2
     assert "LOCKSTEP='sometimes'" in capsys.readouterr().err
+
+
+FAKE_LOCKSTEP_TRAIN = """\
+import json, os, sys
+runs, cur = [[]], None
+for w in sys.argv[1:]:
+    runs.append([]) if w == '--and' else runs[-1].append(w)
+for a in runs:
+    out = a[a.index('--output-dir') + 1]
+    if '--fail' in a:
+        sys.exit(3)
+    os.makedirs(out, exist_ok=True)
+    with open(os.path.join(out, 'results.json'), 'w') as f:
+        json.dump({'metrics': {'accuracy': 50.0, 'ece': 2.0}, 'group': len(runs)}, f)
+"""
+
+
+@pytest.mark.parametrize("lockstep, sizes", [("1", [2, 2, 1, 1]), ("0", [1, 1, 1, 1])])
+def test_local_launcher_starts_a_group_as_one_process(tmp_path, monkeypatch, lockstep, sizes):
+    import io
+    import json
+    from pathlib import Path
+
+    from tools import launch
+
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("LOCKSTEP", lockstep)
+    Path("fake_train.py").write_text(FAKE_LOCKSTEP_TRAIN)
+    lines = []
+    for name, calib in (("plain", ""), ("calib", " --calib")):
+        base = f"out/base/{name}"
+        lines += [f"python fake_train.py --trainer CoOp --seed 1{calib} --output-dir {base} X.Y base",
+                  f"python fake_train.py --trainer CoOp --seed 1{calib} --output-dir out/new/{name} --eval-only "
+                  f"--model-dir {base} X.Y new"]
+    out = io.StringIO()
+    assert launch.run_local(launch.parse_commands(lines), ["cpu"], poll=0.05, out=out) == 0
+    got = [json.loads((tmp_path / d / "results.json").read_text())["group"]
+           for d in ("out/base/plain", "out/base/calib", "out/new/plain", "out/new/calib")]
+    assert got == sizes, out.getvalue()
+    assert ("(lockstep)" in out.getvalue()) == (lockstep == "1")
+
+
+def test_local_launcher_runs_members_alone_when_their_group_fails(tmp_path, monkeypatch):
+    import io
+    import json
+    from pathlib import Path
+
+    from tools import launch
+
+    monkeypatch.chdir(tmp_path)
+    Path("fake_train.py").write_text(FAKE_LOCKSTEP_TRAIN.replace("    if '--fail' in a:",
+                                                                 "    if len(runs) > 1:"))
+    lines = [f"python fake_train.py --trainer CoOp --seed 1{c} --output-dir out/{n} X.Y 1"
+             for n, c in (("a", ""), ("b", " --calib"))]
+    out = io.StringIO()
+    assert launch.run_local(launch.parse_commands(lines), ["cpu"], poll=0.05, out=out) == 0
+    assert out.getvalue().count("not finished by its lockstep group") == 2
+    assert [json.loads((tmp_path / f"out/{n}/results.json").read_text())["group"] for n in "ab"] == [1, 1]
