@@ -159,3 +159,39 @@ def test_local_launcher_runs_members_alone_when_their_group_fails(tmp_path, monk
     assert launch.run_local(launch.parse_commands(lines), ["cpu"], poll=0.05, out=out) == 0
     assert out.getvalue().count("not finished by its lockstep group") == 2
     assert [json.loads((tmp_path / f"out/{n}/results.json").read_text())["group"] for n in "ab"] == [1, 1]
+
+
+def test_sweep_runs_a_member_alone_when_its_group_fails(tmp_path, monkeypatch, capsys):
+    """tools/sweep.py: the first training run of a group starts the lockstep process; when that fails, the run is
+    run alone, and its mate (its own unit, later) alone too; the evaluations follow."""
+    import json
+
+    from tests.helpers import make_image_folder
+    from tools import progress, sweep
+    from tools.run_status import Checker
+
+    data = make_image_folder(tmp_path / "data", n_classes=4, per_class=4)
+    s = sweep.Settings(data=str(data), output=tmp_path / "out", seeds=[1], calib=[None, "tcpt"],
+                       backbone="tiny-vit")
+    _, units, _ = sweep.plan("base2novel", ["coop", "imagefolder"], s)
+    started = []
+
+    def fake_run_logged(argv, log, head):
+        args = argv[2:]
+        started.append("--and" in args)
+        if "--and" in args:
+            return 1
+        out = args[args.index("--output-dir") + 1]
+        model = args[args.index("--model-dir") + 1] if "--model-dir" in args else None
+        base = next((r.args for u in units for r in u.runs if str(r.out_dir) == model), None)
+        ident = Checker().expected(args, model_args=base)
+        (tmp_path / out).mkdir(parents=True, exist_ok=True)
+        (tmp_path / out / "results.json").write_text(json.dumps(
+            {"metrics": {"accuracy": 50.0, "ece": 1.0}, "run": {"identity": ident}}))
+        return 0
+
+    monkeypatch.setattr(progress, "run_logged", fake_run_logged)
+    assert sweep.execute(units, s) == 0
+    printed = capsys.readouterr().out
+    assert "in lockstep with" in printed and "not finished by its lockstep group (exit code 1)" in printed
+    assert started == [True, False, False, False, False]  # the group, then both trainings and both evaluations

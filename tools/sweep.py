@@ -619,8 +619,8 @@ def execute(units: Sequence[Unit], s: Settings, python: str | None = None) -> in
             run.out_dir.mkdir(parents=True, exist_ok=True)
             log = run.out_dir / "console.log"
             argv = run.argv(python)
-            mates = [r for r in partners.get(run.out_dir, []) if run_status(r, [], checker)[0] == "missing" or (
-                s.on_mismatch == "rerun" and run_status(r, [], checker)[0] == "stale")]
+            wanted = ("missing", "stale") if s.on_mismatch == "rerun" else ("missing",)
+            mates = [r for r in partners.get(run.out_dir, []) if run_status(r, [], checker)[0] in wanted]
             if mates:  # one train.py for the group; the mates' units later find their runs done
                 argv = argv[:2] + lockstep_args([run.args, *(m.args for m in mates)])
                 print(f"{head} in lockstep with {', '.join(str(m.out_dir) for m in mates)}", flush=True)
@@ -630,6 +630,10 @@ def execute(units: Sequence[Unit], s: Settings, python: str | None = None) -> in
 
                 with children.raise_on_terminate():
                     rc = run_logged(argv, log, head)
+                    if mates and not (rc == 0 and run.done):  # the group failed: this run alone (its mates later)
+                        print(f"{head} not finished by its lockstep group (exit code {rc}); last lines of {log}:\n"
+                              f"{tail(log)}\n{head} running it alone", flush=True)
+                        rc = run_logged(run.argv(python), log, head)
             except (KeyboardInterrupt, children.Terminated) as e:
                 print(f"\ninterrupted during {run.out_dir} (its train.py was stopped); rerun the same command to "
                       "resume", flush=True)
