@@ -238,22 +238,36 @@ def _train(members: list[Member], console) -> None:
         return
     first = min(m.start_epoch for m in todo)
     _set_generator_states(loader, next(m.data_state for m in todo if m.start_epoch == first))
+    failed: list[tuple[Member, Exception]] = []
     names = ", ".join(m.name for m in todo)
     print(f"Training {len(todo)} runs in lockstep (one data stream, one image pass per batch): {names}")
     for epoch in range(first, max(m.trainer.max_epoch for m in todo)):
-        active = [m for m in todo if m.start_epoch <= epoch < m.trainer.max_epoch]
+        active = [m for m in todo if m.start_epoch <= epoch < m.trainer.max_epoch]  # (todo loses failed members)
         for m in active:
             if m.start_epoch == epoch and epoch > first and not _same_states(m.data_state, _generator_states(loader)):
                 raise LockstepError(f"{m.name} resumes at epoch {epoch} with a data stream state that is not the "
                                     "group's there (its checkpoint was saved by other data code); move its "
                                     "checkpoint folder away to train it from scratch, or run it alone")
+        if not active:
+            continue
         replay.read_epoch(active[0].trainer)
         for m in active:
-            with _as_member(m, console) as t:
-                t.epoch = epoch
-                t.before_epoch()
-                t.run_epoch()
-                t.after_epoch()
-                if epoch + 1 == t.max_epoch:
-                    t.after_train()
+            try:
+                with _as_member(m, console) as t:
+                    t.epoch = epoch
+                    t.before_epoch()
+                    t.run_epoch()
+                    t.after_epoch()
+                    if epoch + 1 == t.max_epoch:
+                        t.after_train()
+            except Exception as exc:  # noqa: BLE001  (one member's failure, e.g. a NaN loss, stops that member only)
+                failed.append((m, exc))
+                todo.remove(m)
+                with _as_member(m, console):
+                    print(f"Error: {exc}" if isinstance(exc, UserError) else f"Error: {type(exc).__name__}: {exc}")
+                    print("This run stopped; the others of its lockstep group go on. Rerun it alone to see the "
+                          "full traceback (train.py --debug), or rerun the group to resume it")
         replay.batches = []
+    if failed:
+        raise LockstepError("; ".join(f"{m.name} failed at epoch {m.trainer.epoch + 1}: {exc}" for m, exc in failed)
+                            + f" ({len(failed)} of the group's runs; the others finished)")

@@ -185,3 +185,18 @@ def test_slurm_task_trains_its_group_in_lockstep(data_root, tmp_path, one_thread
                                   for n in ("plain", "calib", "plain_new", "calib_new"))
     printed = capsys.readouterr().out
     assert "run in lockstep:" in printed and printed.count("skip (finished)") == 2
+
+
+@pytest.mark.slow
+@pytest.mark.e2e
+def test_a_failing_member_stops_alone(data_root, alone, tmp_path, one_thread, capsys):
+    """A member whose loss becomes NaN stops with its error in its log; the others finish with their lone runs'
+    predictions; the command exits 1 naming the failed run."""
+    plain = coop_argv(data_root, tmp_path / "plain", opts=OPTS)
+    wild = coop_argv(data_root, tmp_path / "wild", "--calib", opts=OPTS + ("OPTIM.LR", "1e30"))
+    assert run(train.lockstep_argv([wild, plain])) == 1
+    err = capsys.readouterr().err
+    assert "wild failed at epoch" in err and "non-finite loss" in err
+    assert "non-finite loss" in (tmp_path / "wild" / "log.txt").read_text()
+    assert not (tmp_path / "wild" / "results.json").exists()
+    assert_same_predictions(alone / "plain", tmp_path / "plain")

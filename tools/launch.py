@@ -250,7 +250,7 @@ def run_local(jobs: list[Job], gpus: list[str], poll: float = 0.2, out: TextIO |
                 del running[slot]
                 took = f"{time.time() - t0:.0f}s"
                 for m in [job, *mates] if mates else []:  # a member the group did not finish runs alone next
-                    if rc == 0 and m.done:
+                    if job_status(m, jobs, checker)[0] == "done":
                         state[m.index] = "done"
                         say(f"  done ({took}, lockstep) {m.label}: {_result(m)}")
                     else:

@@ -630,7 +630,9 @@ def execute(units: Sequence[Unit], s: Settings, python: str | None = None) -> in
 
                 with children.raise_on_terminate():
                     rc = run_logged(argv, log, head)
-                    if mates and not (rc == 0 and run.done):  # the group failed: this run alone (its mates later)
+                    if mates and run_status(run, [], checker)[0] == "done":
+                        rc = 0  # this run finished; a mate the group did not finish runs alone in its own unit
+                    elif mates:  # the group did not finish this run: run it alone
                         print(f"{head} not finished by its lockstep group (exit code {rc}); last lines of {log}:\n"
                               f"{tail(log)}\n{head} running it alone", flush=True)
                         rc = run_logged(run.argv(python), log, head)
