@@ -312,14 +312,10 @@ def lockstep_argv(runs: Sequence[Sequence[str]]) -> list[str]:
 
 def finished(args, cfg) -> bool:
     """Whether the folder holds the record this run would make now (the identity train.py would record)."""
-    import json
+    from trainers import identity, record
 
-    from trainers import identity
-
-    path = os.path.join(cfg.OUTPUT_DIR, "results.json")
     try:
-        with open(path) as f:
-            recorded = (json.load(f).get("run") or {}).get("identity")
+        recorded = (record.read_results(cfg.OUTPUT_DIR).get("run") or {}).get("identity")
     except (OSError, ValueError, AttributeError):
         return False
     expected = identity.identity(cfg, identity.split_sha256(cfg), None, args.opts)
@@ -382,8 +378,8 @@ def run_lockstep(argvs: Sequence[Sequence[str]]) -> list[str]:
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter,
-        epilog=f"{LOCKSTEP_SEPARATOR}: 'train.py <run 1> {LOCKSTEP_SEPARATOR} <run 2> ...' trains runs that differ only "
-               "in their loss in lockstep (docs/lockstep.md)")
+        epilog=f"{LOCKSTEP_SEPARATOR}: 'train.py <run 1> {LOCKSTEP_SEPARATOR} <run 2> ...' trains runs that differ "
+               "only in their loss in lockstep (docs/lockstep.md)")
     parser.add_argument("--root", type=str, default="", help="path to dataset")
     parser.add_argument("--output-dir", type=str, default="", help="output directory")
     parser.add_argument("--resume", type=str, default="", help="checkpoint directory (from which the training resumes)")
