@@ -5,16 +5,22 @@ r"""Train or evaluate a prompt-tuning method, with the CoOp-family command line 
         --config-file configs/trainers/CoOp/vit_b16_ep50.yaml \
         --output-dir output/... DATASET.NUM_SHOTS 16 DATASET.SUBSAMPLE_CLASSES base
 
+Several training runs that differ only in their loss (plain, ``--calib``, the baselines; text-only methods with
+the same data settings) train in lockstep in one process when their command lines are joined with ``--and``:
+one data stream, one frozen image pass per batch, each run its own folder and record (docs/lockstep.md).
+
 Config merge order (docs/engine_api.md#merge-order): defaults <- extend_cfg <- dataset yaml <- method yaml <- CLI flags <- the
 sweep's own ``--sweep-opt KEY VALUE`` settings <- KEY VALUE opts, which have the final word.
 """
 from __future__ import annotations
 
 import argparse
+import contextlib
 import os
 import re
 import sys
 import traceback
+from typing import Sequence
 
 import torch
 from yacs.config import CfgNode as CN
@@ -183,6 +189,13 @@ def print_args(args, cfg) -> None:
 
 def main(args) -> None:
     cfg = setup_cfg(args)
+    _setup_process(args, cfg)
+    with _locked_folder(cfg):
+        _run(args, cfg)
+
+
+def _setup_process(args, cfg) -> None:
+    """What a run sets for the whole process: epochs checked, torch threads, deterministic algorithms."""
     from dassl.engine import check_max_epoch
     from dassl.engine.build import trainer_class
 
@@ -201,23 +214,28 @@ def main(args) -> None:
     elif torch.cuda.is_available() and cfg.USE_CUDA:
         torch.backends.cudnn.benchmark = True
 
+
+@contextlib.contextmanager
+def _locked_folder(cfg):
+    """Create the output folder and hold its lock: one writer per folder (dassl/utils/run_lock.py). A run refused
+    before it started leaves neither the lock file nor the folders it created behind."""
+    from dassl.utils import run_lock
+
     created = _missing_dirs(cfg.OUTPUT_DIR)
     try:
         os.makedirs(cfg.OUTPUT_DIR, exist_ok=True)
     except OSError as exc:
         raise UserError(f"cannot create the output directory {cfg.OUTPUT_DIR!r} (--output-dir): "
                         f"{exc.strerror or exc}") from None
-    from dassl.utils import run_lock
-
     lock_file = os.path.join(cfg.OUTPUT_DIR, run_lock.LOCK_FILE)
     new_lock = not os.path.exists(lock_file)
     try:
-        lock = run_lock.acquire(cfg.OUTPUT_DIR)  # one writer per folder (dassl/utils/run_lock.py)
+        lock = run_lock.acquire(cfg.OUTPUT_DIR)
     except UserError:
         _remove_empty(created)
         raise
     try:
-        _run(args, cfg)
+        yield
     except BaseException:
         if new_lock and os.listdir(cfg.OUTPUT_DIR) == [run_lock.LOCK_FILE]:  # refused before it started
             os.unlink(lock_file)
@@ -253,11 +271,23 @@ def _remove_empty(dirs: list[str]) -> None:
 
 
 def _run(args, cfg) -> None:
+    trainer, held, stale = prepare_run(args, cfg)
+    begin_run(cfg, trainer, held, stale)
+    if args.eval_only:
+        trainer.test()
+        return
+    if not args.no_train:
+        trainer.train()
+
+
+def prepare_run(args, cfg):
+    """Seed, build the trainer and validate everything before the run folder is touched (runs/run_folder.py); the
+    output so far is held in memory and goes into log.txt once :func:`begin_run` starts the run. Returns the trainer,
+    the held console and the checkpoints that cannot be resumed."""
     from runs import identity, run_folder
     from runs.eval_only import adopt_training_config
+    from trainers import plugins
 
-    # Validate everything before the folder is touched (runs/run_folder.py); the output so far is held in
-    # memory and goes into log.txt once the run starts.
     held = run_folder.hold_console()
     if args.eval_only:
         cfg.defrost()
@@ -274,7 +304,6 @@ def _run(args, cfg) -> None:
     print()
 
     from dassl.engine import build_trainer
-    from trainers import plugins
 
     with plugins.build_precision(cfg):  # clip.build_model of a ported file follows the built-ins' CPU rule
         trainer = build_trainer(cfg)
@@ -285,19 +314,110 @@ def _run(args, cfg) -> None:
                                          getattr(trainer, "_loaded_identity", None), args.opts, args.sweep_opts)
     if not args.eval_only and not args.no_train and hasattr(trainer, "resume_plan"):
         stale_checkpoints = trainer.resume_plan()
+    return trainer, held, stale_checkpoints
+
+
+def begin_run(cfg, trainer, held, stale_checkpoints) -> None:
+    """The run starts: the previous record moves aside, log.txt opens, config.yaml is written."""
+    from runs import run_folder
+
     run_folder.start(cfg.OUTPUT_DIR, held, stale_checkpoints)  # the previous record moves aside only now
     if stale_checkpoints:
         print("Note: the checkpoints here were made by other code, libraries or data; training from scratch")
     atomic_write_text(os.path.join(cfg.OUTPUT_DIR, "config.yaml"), cfg.dump())
-    if args.eval_only:
-        trainer.test()
-        return
-    if not args.no_train:
-        trainer.train()
+
+
+# ------------------------------------------------------------------------------------------ lockstep groups
+#: Separates the runs of one lockstep command: ``train.py <run 1's arguments> --and <run 2's arguments> ...``.
+LOCKSTEP_SEPARATOR = "--and"
+#: Settings of the whole process: every run of a lockstep group must give them the same value.
+PROCESS_FLAGS = ("deterministic", "debug")
+
+
+def split_lockstep(argv: Sequence[str]) -> list[list[str]]:
+    """The runs of a command line: its words split at :data:`LOCKSTEP_SEPARATOR` (one run when there is none)."""
+    runs: list[list[str]] = [[]]
+    for word in argv:
+        if word == LOCKSTEP_SEPARATOR:
+            runs.append([])
+        else:
+            runs[-1].append(word)
+    return runs
+
+
+def lockstep_argv(runs: Sequence[Sequence[str]]) -> list[str]:
+    """The inverse of :func:`split_lockstep`: one command line training ``runs`` (train.py arguments) in lockstep."""
+    out: list[str] = []
+    for i, run in enumerate(runs):
+        out += ([LOCKSTEP_SEPARATOR] if i else []) + list(run)
+    return out
+
+
+def finished(args, cfg) -> bool:
+    """Whether the folder holds the record this run would make now (the identity train.py would record)."""
+    from runs import identity, record
+
+    try:
+        recorded = (record.read_results(cfg.OUTPUT_DIR).get("run") or {}).get("identity")
+    except (OSError, ValueError, AttributeError):
+        return False
+    expected = identity.identity(cfg, identity.split_sha256(cfg), None, args.opts, args.sweep_opts)
+    return recorded is not None and not identity.differences(recorded, expected)
+
+
+def run_lockstep(argvs: Sequence[Sequence[str]]) -> list[str]:
+    """Train the runs of ``argvs`` (each one lone ``train.py`` command's arguments) in lockstep: one data stream
+    and one frozen image pass per batch for all of them (runs/lockstep.py); each run keeps its folder, checkpoints,
+    log and record, and its predictions are its lone run's. A run whose folder holds its current record is skipped.
+    Returns the output folders of the runs trained."""
+    parsed = [parse_args(list(a)) for a in argvs]
+    for args in parsed:
+        if args.eval_only or args.no_train:
+            raise UserError(f"{LOCKSTEP_SEPARATOR}: a lockstep group trains runs; {args.output_dir or 'a run'} is "
+                            "--eval-only/--no-train: run it on its own")
+        if not args.output_dir:
+            raise UserError(f"{LOCKSTEP_SEPARATOR}: every run of a lockstep group needs its own --output-dir")
+    for flag in PROCESS_FLAGS:
+        if len({getattr(a, flag) for a in parsed}) > 1:
+            raise UserError(f"{LOCKSTEP_SEPARATOR}: the runs of one process must agree on --{flag}; give it to all "
+                            "of them or none")
+    cfgs = [setup_cfg(a) for a in parsed]
+    dirs = [os.path.abspath(c.OUTPUT_DIR) for c in cfgs]
+    if len(set(dirs)) < len(dirs):
+        raise UserError(f"{LOCKSTEP_SEPARATOR}: two runs of the group write to the same --output-dir; give each its "
+                        "own")
+    from runs.lockstep import check_shared_keys
+
+    check_shared_keys(cfgs)  # before anything is built (runs.lockstep.check_group checks what only a build tells)
+    todo = []
+    for args, cfg in zip(parsed, cfgs):
+        if finished(args, cfg):
+            print(f"Finished already (its record is current): {cfg.OUTPUT_DIR}")
+        else:
+            todo.append((args, cfg))
+    if not todo:
+        return []
+    for args, cfg in todo:
+        _setup_process(args, cfg)
+    with contextlib.ExitStack() as folders:
+        for _, cfg in todo:
+            folders.enter_context(_locked_folder(cfg))
+        if len(todo) == 1:
+            _run(*todo[0])
+        else:
+            from runs.lockstep import Member, train_in_lockstep
+
+            train_in_lockstep([Member(cfg.OUTPUT_DIR, cfg, prepare=lambda a=args, c=cfg: prepare_run(a, c),
+                                      begin=lambda t, h, s, c=cfg: begin_run(c, t, h, s))
+                               for args, cfg in todo])
+    return [cfg.OUTPUT_DIR for _, cfg in todo]
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter,
+        epilog=f"{LOCKSTEP_SEPARATOR}: 'train.py <run 1> {LOCKSTEP_SEPARATOR} <run 2> ...' trains runs that differ "
+               "only in their loss in lockstep (docs/lockstep.md)")
     parser.add_argument("--root", type=str, default="", help="path to dataset")
     parser.add_argument("--output-dir", type=str, default="", help="output directory")
     parser.add_argument("--resume", type=str, default="", help="checkpoint directory (from which the training resumes)")
@@ -347,9 +467,14 @@ def parse_args(argv=None):
 
 
 def cli(argv=None) -> int:
-    args = parse_args(argv)
+    argv = sys.argv[1:] if argv is None else list(argv)
+    runs = split_lockstep(argv)
+    args = parse_args(runs[0])
     try:
-        main(args)
+        if len(runs) > 1:
+            run_lockstep(runs)
+        else:
+            main(args)
     except UserError as exc:
         if args.debug:
             traceback.print_exc()

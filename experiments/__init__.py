@@ -11,5 +11,7 @@ Above train.py and the run infrastructure (identity, records, run folders), belo
 - running: ``children`` (every process started), ``progress`` (epoch and ETA on the console), ``run_policy``
   (threads per run), ``commands`` (a launcher's command list and dependencies), ``launch_local``,
   ``launch_slurm``, ``logs`` (log tails, durations);
+- lockstep: ``lockstep_groups`` (which runs of a sweep or command list train in one process),
+  ``lockstep_bench`` (their wall time against separate runs);
 - tables: ``table_records``, ``aggregate``, ``reference`` (the paper's numbers), ``tables``.
 """

@@ -38,7 +38,10 @@ def run_local(jobs: list[Job], gpus: list[str], poll: float = 0.2, out: TextIO |
     total = len(todo)
     say(f"{len(jobs)} commands: {sum(v == 'done' for v in state.values())} finished already, {total} to run on "
         f"{len(gpus)} slot(s) ({', '.join(gpus)})")
-    running: dict[str, tuple[Job, subprocess.Popen, float, TextIO]] = {}
+    from experiments.lockstep_groups import env_mode, job_mates
+
+    mates_of = job_mates(todo, env_mode(os.environ))  # LOCKSTEP: training jobs started as one process
+    running: dict[str, tuple[Job, subprocess.Popen, float, TextIO, list[Job]]] = {}
     started = failures = 0
     try:
         while todo or running:
@@ -59,6 +62,16 @@ def run_local(jobs: list[Job], gpus: list[str], poll: float = 0.2, out: TextIO |
                         env = dict(os.environ, **job.env)
                         env["CUDA_VISIBLE_DEVICES"] = "" if slot == "cpu" else slot
                         argv = list(job.argv)
+                        mates = [m for m in mates_of.pop(job.index, []) if m in todo]
+                        if mates:  # one lockstep train.py for the group (experiments/lockstep_groups.py)
+                            from experiments.lockstep_groups import job_argv
+
+                            argv = job_argv(job, mates)
+                            for m in mates:
+                                todo.remove(m)
+                                state[m.index] = "running"
+                                mates_of.pop(m.index, None)
+                                m.output_dir.mkdir(parents=True, exist_ok=True)
                         if argv[0] in ("python", "python3"):
                             argv[0] = sys.executable
                         job.output_dir.mkdir(parents=True, exist_ok=True)
@@ -66,16 +79,27 @@ def run_local(jobs: list[Job], gpus: list[str], poll: float = 0.2, out: TextIO |
                         proc = children.start(argv, stdout=log, stderr=subprocess.STDOUT,
                                               stdin=subprocess.DEVNULL, env=env)  # own process group
                         state[job.index] = "running"
-                        running[slot] = (job, proc, time.time(), log)
-                        say(f"[{started}/{total}] start on {slot}: {job.label}")
+                        running[slot] = (job, proc, time.time(), log, mates)
+                        say(f"[{started}/{total}] start on {slot}: {job.label}"
+                            + "".join(f" + {m.label}" for m in mates) + " (lockstep)" * bool(mates))
                         break
-            for slot, (job, proc, t0, log) in list(running.items()):
+            for slot, (job, proc, t0, log, mates) in list(running.items()):
                 rc = proc.poll()
                 if rc is None:
                     continue
                 log.close()
                 del running[slot]
                 took = f"{time.time() - t0:.0f}s"
+                for m in [job, *mates] if mates else []:  # a member the group did not finish runs alone next
+                    if job_status(m, jobs, checker)[0] == "done":
+                        state[m.index] = "done"
+                        say(f"  done ({took}, lockstep) {m.label}: {result_line(m.output_dir)}")
+                    else:
+                        del state[m.index]
+                        todo.insert(0, m)
+                        say(f"  not finished by its lockstep group (exit code {rc}): {m.label}; running it alone")
+                if mates:
+                    continue
                 if rc == 0 and job.done:
                     state[job.index] = "done"
                     say(f"  done ({took}) {job.label}: {result_line(job.output_dir)}")
@@ -88,7 +112,7 @@ def run_local(jobs: list[Job], gpus: list[str], poll: float = 0.2, out: TextIO |
             if todo or running:
                 time.sleep(poll)
     except (KeyboardInterrupt, children.Terminated):
-        for job, proc, _, log in running.values():
+        for job, proc, _, log, _ in running.values():
             children.stop(proc)  # SIGTERM to its group, SIGKILL after a grace period
             log.close()
         say("interrupted; rerun the same command to resume (finished runs are skipped)")

@@ -56,6 +56,7 @@ def run_chain(workdir: str, runs: list[dict[str, Any]]) -> list[str]:
     os.chdir(workdir)
     checker = Checker()
     done = []
+    _train_in_lockstep(runs, checker)  # a merged task's training runs first, in one process (LOCKSTEP)
     for r in runs:
         run = Run(Path(r["out"]), list(r["args"]), r["kind"], Path(r["depends"]) if r["depends"] else None)
         if run.done and checker.status(run.out_dir, run.args, r.get("dep_args"))[0] == "done":
@@ -79,6 +80,28 @@ def run_chain(workdir: str, runs: list[dict[str, Any]]) -> list[str]:
         print(f"done ({time.time() - t0:.0f}s) {r['label']}: {result_line(run.out_dir)}", flush=True)
         done.append(str(run.out_dir))
     return done
+
+
+def _train_in_lockstep(runs: list[dict[str, Any]], checker) -> None:
+    """The unfinished training runs of a task that holds several (chains merged by
+    experiments.lockstep_groups.merge_chains) train in one lockstep process, logged to the first one's
+    console.log; a member it did not finish is run alone by run_chain's loop afterwards."""
+    from experiments.lockstep_groups import lockstep_args
+    from experiments.planner import Run
+
+    todo = [r for r in runs if not r["depends"] and not (
+        Run(Path(r["out"]), list(r["args"]), r["kind"]).done
+        and checker.status(r["out"], r["args"])[0] == "done")]
+    if len(todo) < 2 or any("--eval-only" in r["args"] for r in todo):
+        return
+    for r in todo:
+        Path(r["out"]).mkdir(parents=True, exist_ok=True)
+    argv = [sys.executable, str(REPO / "train.py"), *lockstep_args([r["args"] for r in todo])]
+    log = Path(todo[0]["out"]) / "console.log"
+    print(f"run in lockstep: {', '.join(r['label'] for r in todo)}", flush=True)
+    t0 = time.time()
+    rc = children.run_to_file(argv, log, env=dict(os.environ, **todo[0]["env"]))
+    print(f"lockstep group ended (exit {rc}, {time.time() - t0:.0f}s); log {log}", flush=True)
 
 
 def _signal_name(num: int) -> str:
@@ -268,6 +291,13 @@ def run_slurm(jobs: list, args: argparse.Namespace, out: TextIO | None = None) -
     if args.cancel:
         return cancel_recorded(args, out)
     chain_list, blocked = chains(jobs, out)
+    from experiments.lockstep_groups import LockstepSettingError, env_mode, merge_chains
+
+    try:
+        mode = env_mode(os.environ)  # LOCKSTEP: chains whose training runs group become one task
+    except LockstepSettingError as e:
+        raise SlurmUsageError(str(e)) from None
+    chain_list = merge_chains(chain_list, lambda j: j.as_run().args, mode)
     for job, why in blocked:
         print(f"blocked: {job.label}: {why}\n    command: {job.line}", file=sys.stderr)
     if not chain_list:

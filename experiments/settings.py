@@ -68,6 +68,7 @@ class Settings:
     python: str = "python"
     on_mismatch: str = "rerun"
     threads: int | None = None          # THREADS (experiments/run_policy.py); None = per backbone
+    lockstep: str = "variants"          # LOCKSTEP (experiments/lockstep_groups.py): variants | methods | off
 
     @classmethod
     def from_env(cls, env: Mapping[str, str]) -> "Settings":
@@ -87,6 +88,12 @@ class Settings:
         try:
             s.threads = parse_threads(get("THREADS"))
         except ThreadsError as e:
+            raise SweepError(str(e)) from None
+        from experiments.lockstep_groups import LockstepSettingError, parse_mode
+
+        try:
+            s.lockstep = parse_mode(get("LOCKSTEP"))
+        except LockstepSettingError as e:
             raise SweepError(str(e)) from None
         if get("SHOTS"):
             s.shots = _ints(get("SHOTS"), "SHOTS")

@@ -103,6 +103,9 @@ def execute(units: Sequence[Unit], s: Settings, python: str | None = None) -> in
     failed: list[Run] = []
     total = len(units)
     checker = Checker()
+    from experiments.lockstep_groups import lockstep_args, sweep_partners
+
+    partners = sweep_partners(units, s.lockstep)  # training runs that train in one process (LOCKSTEP)
     for i, unit in enumerate(units, 1):
         print(f"[{i}/{total}] {unit.label}", flush=True)
         for run in unit.runs:
@@ -128,12 +131,24 @@ def execute(units: Sequence[Unit], s: Settings, python: str | None = None) -> in
                 continue
             run.out_dir.mkdir(parents=True, exist_ok=True)
             log = run.out_dir / "console.log"
+            argv = run.argv(python)
+            wanted = ("missing", "stale") if s.on_mismatch == "rerun" else ("missing",)
+            mates = [r for r in partners.get(run.out_dir, []) if run_status(r, [], checker)[0] in wanted]
+            if mates:  # one train.py for the group; the mates' units later find their runs done
+                argv = argv[:2] + lockstep_args([run.args, *(m.args for m in mates)])
+                print(f"{head} in lockstep with {', '.join(str(m.out_dir) for m in mates)}", flush=True)
             t0 = time.time()
             try:
                 from experiments import progress  # the run's epoch and ETA on the console while it runs
 
                 with children.raise_on_terminate():
-                    rc = progress.run_logged(run.argv(python), log, head)
+                    rc = progress.run_logged(argv, log, head)
+                    if mates and run_status(run, [], checker)[0] == "done":
+                        rc = 0  # this run finished; a mate the group did not finish runs alone in its own unit
+                    elif mates:  # the group did not finish this run: run it alone
+                        print(f"{head} not finished by its lockstep group (exit code {rc}); last lines of {log}:\n"
+                              f"{tail(log)}\n{head} running it alone", flush=True)
+                        rc = progress.run_logged(run.argv(python), log, head)
             except (KeyboardInterrupt, children.Terminated) as e:
                 print(f"\ninterrupted during {run.out_dir} (its train.py was stopped); rerun the same command to "
                       "resume", flush=True)

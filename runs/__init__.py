@@ -1,5 +1,6 @@
 """Run infrastructure, above the methods: a run's identity (``identity``), its record (``record``: results.json,
-predictions.npz), its folder discipline (``run_folder``) and eval-only settings (``eval_only``). ``trainers/`` never
+predictions.npz), its folder discipline (``run_folder``) eval-only settings (``eval_only``)
+and runs that differ only in their loss trained in one process (``lockstep``). ``trainers/`` never
 imports this package; the engine reaches the record writer and the metric function through the hooks
 :func:`register_with_engine` fills in (train.py calls it)."""
 

@@ -13,6 +13,7 @@ from dassl.data import DataManager, DatasetWrapper, build_data_loader
 from dassl.data.datasets import DATASET_REGISTRY, DatasetBase, Datum, build_dataset
 from dassl.data.samplers import build_sampler
 from dassl.data.transforms import build_transform
+from tests.helpers import make_image_folder
 
 CLIP_MEAN = [0.48145466, 0.4578275, 0.40821073]
 CLIP_STD = [0.26862954, 0.26130258, 0.27577711]
@@ -276,3 +277,62 @@ def test_the_engine_imports_no_dataset_module():
     code = ("import sys, dassl.data, dassl.engine; from dassl.data.datasets import build_dataset; "
             "assert not any(m == 'datasets' or m.startswith('datasets.') for m in sys.modules), sorted(sys.modules)")
     subprocess.run([sys.executable, "-c", code], check=True, cwd=os.path.dirname(os.path.dirname(__file__)))
+
+
+def _epoch(loader):
+    """One epoch's (indices, images) per batch."""
+    return [(b["index"].tolist(), b["img"].clone()) for b in loader]
+
+
+@pytest.mark.parametrize("workers", [0, 2])
+def test_data_stream_depends_on_the_run_seed_only(tmp_path, workers):
+    """Shuffling and random augmentation draw from the loader's own generators (seeded from SEED): drawing from
+    the global RNGs in between (model initialisation, a method's random permutations) never shifts them, and the
+    global RNG is left as it was by the augmentation."""
+    make_image_folder(tmp_path, n_classes=3, per_class=4, size=24)  # noisy: every crop and flip shows
+    cfg = toy_cfg(tmp_path, NUM_WORKERS=workers)
+    cfg.SEED = 3
+    dm_cfg = cfg.clone()
+    tfm = build_transform(cfg, is_train=True)
+
+    def stream(disturb: bool):
+        torch.manual_seed(0)
+        loader = build_data_loader(cfg, "RandomSampler", build_dataset(dm_cfg).train_x, 4, tfm=tfm, is_train=True)
+        epochs = []
+        for _ in range(2):
+            if disturb:
+                torch.randn(1000), random.random()
+            before = torch.get_rng_state()
+            epochs.append(_epoch(loader))
+            assert workers or torch.equal(before, torch.get_rng_state())  # augmentation left the global RNG alone
+        return epochs, loader
+
+    (quiet, loader), (noisy, _) = stream(False), stream(True)
+    for a, b in zip(quiet, noisy):
+        assert [i for i, _ in a] == [i for i, _ in b]
+        assert all(torch.equal(x, y) for (_, x), (_, y) in zip(a, b))
+    assert loader.dataset.generator is not None
+    other = cfg.clone()
+    other.SEED = 4
+    changed = build_data_loader(other, "RandomSampler", build_dataset(dm_cfg).train_x, 4, tfm=tfm, is_train=True)
+    assert [i for i, _ in _epoch(changed)] != [i for i, _ in quiet[0]] or not all(
+        torch.equal(x, y) for (_, x), (_, y) in zip(_epoch(changed), quiet[0]))
+
+
+def test_augmentation_generator_is_in_the_checkpoint_rng_state(tmp_path):
+    from dassl.utils import get_rng_state, set_rng_state
+
+    make_image_folder(tmp_path, n_classes=3, per_class=4, size=24)
+    cfg = toy_cfg(tmp_path)
+    cfg.SEED = 1
+    loader = build_data_loader(cfg, "RandomSampler", build_dataset(cfg).train_x, 4,
+                               tfm=build_transform(cfg, is_train=True), is_train=True)
+    gens = {"train_loader_x": loader.generator, "train_augment": loader.dataset.generator}
+    _epoch(loader)
+    saved = get_rng_state(gens)
+    second = _epoch(loader)
+    _epoch(loader)
+    set_rng_state(saved, gens)
+    again = _epoch(loader)
+    assert [i for i, _ in second] == [i for i, _ in again]
+    assert all(torch.equal(x, y) for (_, x), (_, y) in zip(second, again))

@@ -99,6 +99,12 @@ def main(argv: Sequence[str] | None = None, stdin: TextIO | None = None) -> int:
                 lines = Path(args.commands).read_text().splitlines()
             except OSError as e:
                 raise LaunchError(f"cannot read {args.commands}: {e}") from None
+        from experiments.lockstep_groups import LockstepSettingError, env_mode
+
+        try:
+            env_mode(os.environ)
+        except LockstepSettingError as e:
+            raise LaunchError(str(e)) from None
         jobs = parse_commands(lines)
         if not jobs:
             raise LaunchError("no commands given (DRY_RUN=1 bash scripts/<sweep>.sh ... prints them)")

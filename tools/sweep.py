@@ -16,7 +16,10 @@ run nothing; runs whose record is stale are named on stderr), ``ON_MISMATCH`` (r
 run whose record was made by another identity), ``STOP_ON_ERROR=1`` (stop at the first failed run instead
 of going on with the next one), ``THREADS`` (torch threads per run, ``TRAIN.NUM_THREADS``: 1 for the toy and tiny
 backbones, else torch's default; ``experiments/run_policy.py``), ``PYTHON`` (the interpreter named in printed
-commands, default ``python``).
+commands, default ``python``), ``LOCKSTEP`` (1, the default: a method's variants of one seed, e.g. plain and
+``--calib``, train in one process over one data stream, sharing each batch's frozen image features, each with its
+own folder and record, its predictions those of the run alone; ``methods``: text-only methods with the same data
+settings too; 0: every run alone; experiments/lockstep_groups.py).
 Zero-shot CLIP (``zsclip``) trains nothing: one eval-only run per split and dataset (the first seed,
 ``NUM_SHOTS 0``), whatever SEEDS, SHOTS and CALIB say.
 

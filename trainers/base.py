@@ -30,6 +30,9 @@ from .feature_cache import CachedFeatures
 from .templates import FrozenTarget, zeroshot_text_features
 
 PRECISIONS = ("fp16", "fp32", "amp", "bf16")
+#: Batch key of frozen image features computed once for several trainers (runs/lockstep.py); a batch with it is fed
+#: to the model as ``image_features=`` instead of encoding ``img``.
+SHARED_IMAGE_FEATURES = "shared_image_features"
 
 
 class NonFiniteLossError(UserError):
@@ -258,9 +261,13 @@ class PromptTrainer(CachedFeatures, FrozenTarget, TrainerX):
         """Normalised image features of frozen CLIP (no prompts), whatever the method does to the image tower."""
         return F.normalize(self.model.clip.encode_image(image.to(self.model.dtype)).float(), dim=-1)
 
-    def compute_loss(self, image, label) -> tuple[torch.Tensor, dict[str, torch.Tensor], PromptOutput]:
+    def compute_loss(self, image, label, image_features=None) -> tuple[torch.Tensor, dict[str, torch.Tensor],
+                                                                     PromptOutput]:
+        """``image_features``: the batch's frozen image features when a caller computed them already (a lockstep
+        group shares one image pass, runs/lockstep.py); the model then does not encode ``image``."""
         with self.autocast():
-            out = self.model(image, label)
+            out = (self.model(image, label) if image_features is None
+                   else self.model(image, label, image_features=image_features))
         terms = self.loss_terms(out, label)
         if self.objective is not None:
             zs_logits = self.zero_shot_logits(image, out) if self.objective.needs_zs_logits else None
@@ -271,7 +278,9 @@ class PromptTrainer(CachedFeatures, FrozenTarget, TrainerX):
 
     def forward_backward(self, batch):
         image, label = self.parse_batch_train(batch)
-        loss, terms, out = self.compute_loss(image, label)
+        shared = batch.get(SHARED_IMAGE_FEATURES)
+        loss, terms, out = (self.compute_loss(image, label) if shared is None
+                            else self.compute_loss(image, label, image_features=shared))
         self.check_finite(loss, terms)
         self.backward_and_update(loss, terms)
         summary = {"loss": loss.item(), "acc": (out.logits.argmax(-1) == label).float().mean().item() * 100}

@@ -1,6 +1,8 @@
 """DataManager, DatasetWrapper and build_data_loader (Dassl API) with unreadable-image handling."""
 from __future__ import annotations
 
+import contextlib
+import hashlib
 import os
 import random
 import sys
@@ -20,7 +22,8 @@ from .datasets import build_dataset
 from .samplers import build_sampler
 from .transforms import INTERPOLATION_MODES, build_transform
 
-__all__ = ["BadImageError", "DataManager", "DatasetWrapper", "build_data_loader", "collate_skip_none", "seed_worker"]
+__all__ = ["BadImageError", "DataManager", "DatasetWrapper", "augment_seed", "build_data_loader",
+           "collate_skip_none", "drawing_from", "seed_worker"]
 
 # What PIL raises for missing, truncated, corrupt or oversized images.
 _IMAGE_ERRORS = (OSError, ValueError, SyntaxError, EOFError)
@@ -31,10 +34,41 @@ class BadImageError(UserError):
 
 
 def seed_worker(worker_id: int) -> None:
-    """Seed python/numpy in a DataLoader worker from torch's per-worker seed (itself seeded by the run)."""
+    """Seed python/numpy in a DataLoader worker from torch's per-worker seed (itself drawn from the loader's
+    generator, so from the run seed), and the dataset's augmentation generator with that same seed: a worker's
+    augmentation draws what torch's own RNG in that worker would."""
     seed = torch.initial_seed() % 2**32
     random.seed(seed)
     np.random.seed(seed)
+    info = torch.utils.data.get_worker_info()
+    generator = getattr(info.dataset, "generator", None) if info is not None else None
+    if generator is not None:
+        generator.manual_seed(torch.initial_seed())
+
+
+def augment_seed(seed: int) -> int:
+    """The seed of a training loader's augmentation generator: a stream of its own derived from the run seed (not
+    the seed itself, which already seeds the shuffling generator)."""
+    digest = hashlib.sha256(f"augment:{int(seed)}".encode()).digest()
+    return int.from_bytes(digest[:8], "little") & (2**63 - 1)
+
+
+@contextlib.contextmanager
+def drawing_from(generator: torch.Generator | None):
+    """Make torch's global CPU RNG draw from ``generator`` inside the block, and leave the global RNG as it was.
+
+    torchvision's random transforms take no generator argument; swapping the state in and out gives them one, so
+    random augmentation never consumes (or depends on) the RNG that model initialisation and the methods use."""
+    if generator is None:
+        yield
+        return
+    outside = torch.get_rng_state()
+    torch.set_rng_state(generator.get_state())
+    try:
+        yield
+    finally:
+        generator.set_state(torch.get_rng_state())
+        torch.set_rng_state(outside)
 
 
 def collate_skip_none(batch):
@@ -51,7 +85,13 @@ class DatasetWrapper(TorchDataset):
     An unreadable image raises a UserError naming the file, or, with DATALOADER.SKIP_BAD_IMAGES,
     yields None (dropped by ``collate_skip_none``) and is recorded in a flag array shared with the
     loader workers, so ``skipped_paths()`` counts each bad file once whichever process read it.
+
+    ``generator`` (set by :func:`build_data_loader` on training loaders of a seeded run): the random transforms
+    draw from it (:func:`drawing_from`), so the data stream depends on the run seed only, whatever else the
+    process draws; it is part of a checkpoint's RNG state.
     """
+
+    generator: torch.Generator | None = None
 
     def __init__(self, cfg, data_source, transform=None, is_train: bool = False):
         self.cfg = cfg
@@ -105,7 +145,8 @@ class DatasetWrapper(TorchDataset):
         return output
 
     def _transform_image(self, tfm, img0):
-        imgs = [tfm(img0) for _ in range(self.k_tfm)]
+        with drawing_from(self.generator):
+            imgs = [tfm(img0) for _ in range(self.k_tfm)]
         return imgs[0] if len(imgs) == 1 else imgs
 
     def skipped_paths(self) -> list[str]:
@@ -137,8 +178,11 @@ def build_data_loader(cfg, sampler_type: str = "SequentialSampler", data_source=
     if dataset_wrapper is None:
         dataset_wrapper = DatasetWrapper
     use_cuda = torch.cuda.is_available() and cfg.USE_CUDA
+    wrapped = dataset_wrapper(cfg, data_source, transform=tfm, is_train=is_train)
+    if is_train and seed >= 0:  # random augmentation draws from a stream of its own (DatasetWrapper.generator)
+        wrapped.generator = torch.Generator().manual_seed(augment_seed(seed))
     loader = DataLoader(
-        dataset_wrapper(cfg, data_source, transform=tfm, is_train=is_train),
+        wrapped,
         batch_size=batch_size,
         sampler=sampler,
         num_workers=num_workers,

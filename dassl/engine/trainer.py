@@ -128,10 +128,12 @@ class TrainerBase:
         return {}
 
     def rng_generators(self) -> dict[str, torch.Generator]:
-        """The named torch Generators saved and restored with the RNG states (the train loader's data order);
-        extend to add a generator of your own."""
+        """The named torch Generators saved and restored with the RNG states: the train loader's data order and its
+        random augmentation (the data stream's own generators, seeded from the run seed); extend to add a generator
+        of your own."""
         loader = getattr(self, "train_loader_x", None)
-        return {"train_loader_x": getattr(loader, "generator", None)}
+        return {"train_loader_x": getattr(loader, "generator", None),
+                "train_augment": getattr(getattr(loader, "dataset", None), "generator", None)}
 
     def load_state(self, name: str, checkpoint: dict, path: str) -> None:
         """Load ``checkpoint["state_dict"]`` into model ``name`` (Dassl's rule: non-strict, the class-count-dependent
