@@ -30,8 +30,9 @@ from typing import Any, Callable, Sequence
 
 import torch
 
+from common.errors import UserError
 from dassl.config import flatten_cfg
-from dassl.utils import UserError, get_rng_state, set_rng_state
+from dassl.utils import get_rng_state, set_rng_state
 from trainers.base import SHARED_IMAGE_FEATURES, PromptTrainer
 
 #: Config keys (prefixes) that decide the training data stream and the frozen image features: every member of a

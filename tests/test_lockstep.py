@@ -168,8 +168,8 @@ def test_sweep_trains_a_methods_variants_in_lockstep(tmp_path):
 def test_slurm_task_trains_its_group_in_lockstep(data_root, tmp_path, one_thread, capsys):
     """run_chain (inside an array task) trains the merged task's training runs in one process, then the
     evaluations; finished runs are skipped."""
-    from tools.launch import parse_commands
-    from tools.launch_slurm import payload, run_chain
+    from experiments.commands import parse_commands
+    from experiments.launch_slurm import payload, run_chain
 
     opts = OPTS[:2] + ("DATASET.SUBSAMPLE_CLASSES", "base") + OPTS[4:]
     lines = []

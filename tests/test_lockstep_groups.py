@@ -124,7 +124,7 @@ def test_local_launcher_starts_a_group_as_one_process(tmp_path, monkeypatch, loc
     import json
     from pathlib import Path
 
-    from tools import launch
+    from experiments import commands, launch_local
 
     monkeypatch.chdir(tmp_path)
     monkeypatch.setenv("LOCKSTEP", lockstep)
@@ -136,7 +136,7 @@ def test_local_launcher_starts_a_group_as_one_process(tmp_path, monkeypatch, loc
                   f"python fake_train.py --trainer CoOp --seed 1{calib} --output-dir out/new/{name} --eval-only "
                   f"--model-dir {base} X.Y new"]
     out = io.StringIO()
-    assert launch.run_local(launch.parse_commands(lines), ["cpu"], poll=0.05, out=out) == 0
+    assert launch_local.run_local(commands.parse_commands(lines), ["cpu"], poll=0.05, out=out) == 0
     got = [json.loads((tmp_path / d / "results.json").read_text())["group"]
            for d in ("out/base/plain", "out/base/calib", "out/new/plain", "out/new/calib")]
     assert got == sizes, out.getvalue()
@@ -148,7 +148,7 @@ def test_local_launcher_runs_members_alone_when_their_group_fails(tmp_path, monk
     import json
     from pathlib import Path
 
-    from tools import launch
+    from experiments import commands, launch_local
 
     monkeypatch.chdir(tmp_path)
     Path("fake_train.py").write_text(FAKE_LOCKSTEP_TRAIN.replace("    if '--fail' in a:",
@@ -156,7 +156,7 @@ def test_local_launcher_runs_members_alone_when_their_group_fails(tmp_path, monk
     lines = [f"python fake_train.py --trainer CoOp --seed 1{c} --output-dir out/{n} X.Y 1"
              for n, c in (("a", ""), ("b", " --calib"))]
     out = io.StringIO()
-    assert launch.run_local(launch.parse_commands(lines), ["cpu"], poll=0.05, out=out) == 0
+    assert launch_local.run_local(commands.parse_commands(lines), ["cpu"], poll=0.05, out=out) == 0
     assert out.getvalue().count("not finished by its lockstep group") == 2
     assert [json.loads((tmp_path / f"out/{n}/results.json").read_text())["group"] for n in "ab"] == [1, 1]
 
@@ -167,8 +167,8 @@ def test_sweep_runs_a_member_alone_when_its_group_fails(tmp_path, monkeypatch, c
     import json
 
     from tests.helpers import make_image_folder
-    from tools import progress, sweep
-    from tools.run_status import Checker
+    from experiments import progress, sweep
+    from experiments.run_status import Checker
 
     data = make_image_folder(tmp_path / "data", n_classes=4, per_class=4)
     s = sweep.Settings(data=str(data), output=tmp_path / "out", seeds=[1], calib=[None, "tcpt"],
