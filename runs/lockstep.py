@@ -138,6 +138,11 @@ class EpochReplay:
     def batch_size(self):
         return self.loader.batch_size
 
+    #: A member has no loader workers of its own: the group replays the shared loader's worker streams on resume
+    #: (:func:`_train`), so the engine's per-trainer replay (``replay_worker_streams``) has nothing to do here.
+    num_workers = 0
+    persistent_workers = False
+
     def __len__(self) -> int:
         return len(self.loader)
 
@@ -238,6 +243,13 @@ def _train(members: list[Member], console) -> None:
     if not todo:
         return
     first = min(m.start_epoch for m in todo)
+    if first and loader.num_workers > 0 and loader.persistent_workers:
+        # persistent workers keep their augmentation streams in their own processes: load the finished epochs
+        # from the start, as a lone run's resume does (TrainerBase.replay_worker_streams), then continue
+        _set_generator_states(loader, fresh)
+        for _ in range(first):
+            for _ in loader:
+                pass
     _set_generator_states(loader, next(m.data_state for m in todo if m.start_epoch == first))
     failed: list[tuple[Member, Exception]] = []
     names = ", ".join(m.name for m in todo)

@@ -200,3 +200,26 @@ def test_a_failing_member_stops_alone(data_root, alone, tmp_path, one_thread, ca
     assert "non-finite loss" in (tmp_path / "wild" / "log.txt").read_text()
     assert not (tmp_path / "wild" / "results.json").exists()
     assert_same_predictions(alone / "plain", tmp_path / "plain")
+
+
+@pytest.mark.slow
+@pytest.mark.e2e
+def test_a_group_resumed_with_persistent_workers_equals_its_lone_runs(data_root, tmp_path, one_thread):
+    """With persistent loader workers the augmentation streams live in the worker processes; a group whose members
+    all resume at epoch 1 replays the shared loader's first epoch (as a lone run's resume does) and still writes its
+    lone runs' predictions bit for bit."""
+    opts = OPTS + ("DATALOADER.NUM_WORKERS", "2")
+    runs = {"plain": coop_argv(data_root, tmp_path / "g" / "plain", opts=opts),
+            "calib": coop_argv(data_root, tmp_path / "g" / "calib", "--calib", opts=opts)}
+    for name, argv in runs.items():
+        assert run([*argv[:argv.index("--output-dir") + 1], str(tmp_path / "alone" / name),
+                    *argv[argv.index("--output-dir") + 2:]]) == 0
+    assert run(train.lockstep_argv(list(runs.values()))) == 0
+    for name in runs:  # both stopped after epoch 1: the group starts at epoch 2
+        for f in ("results.json", "predictions.npz"):
+            (tmp_path / "g" / name / f).unlink()
+        (next((tmp_path / "g" / name).glob("*/checkpoint"))).write_text("model.pth.tar-1\n")
+    assert run(train.lockstep_argv(list(runs.values()))) == 0
+    for name in runs:
+        assert "Previous epoch: 1" in (tmp_path / "g" / name / "log.txt").read_text()
+        assert_same_predictions(tmp_path / "alone" / name, tmp_path / "g" / name)
