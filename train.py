@@ -57,6 +57,9 @@ def extend_cfg(cfg: CN) -> None:
     cfg.LOSS.ALPHA = 0.0
     cfg.LOSS.T = 1.0
     cfg.LOSS.LAMBDA = 1.0
+    cfg.MODEL.TEXT_TRUNCATE_EOT = True    # text tower over positions 0..max(EOT) only: exact, faster (speed key)
+    cfg.MODEL.TEXT_CHECKPOINT_CHUNK = 0   # > 0: activation checkpointing of the text tower over chunks of this
+    #                                       many prompts in training (exact; less memory, ~1/3 more text time)
     cfg.TEST.TEXT_CHUNK = -1           # prompts per text-encoder call at evaluation (bounded memory); -1: by
     #                                    device (trainers.base.TEXT_CHUNK_DEFAULTS), 0: all at once
     cfg.TEST.FEATURE_CACHE = True      # cache frozen test-image features on disk (trainers/feature_cache.py)
