@@ -114,6 +114,9 @@ def build_parser() -> argparse.ArgumentParser:
                    help="measure ViT-B/16 shapes: truncation at the EOT, method steps, peak memory (~20 min)")
     p.add_argument("--quick", action="store_true", help="with --real-shape: tiny shapes, one round (a smoke test)")
     p.add_argument("--cap-gib", type=float, default=8.0, help="memory cap of each --real-shape memory subprocess")
+    p.add_argument("--state", default=None, help="with --real-shape: save each finished stage here; rerun resumes")
+    p.add_argument("--budget-min", type=float, default=None,
+                   help="with --real-shape: start no new stage after this many minutes")
     p.add_argument("--cache-scale", type=int, default=None, metavar="N",
                    help="measure the cached evaluation on about N test images (tiny-vit) and profile it")
     p.add_argument("--opts", nargs="+", default=[], metavar="KEY VALUE",
@@ -207,7 +210,9 @@ def main_section(args, argv) -> int:
     machine["load_before"] = load_average()
     if args.real_shape:
         result = realshape_run.run(quick=args.quick, cap_gib=args.cap_gib,
-                                   log=lambda m: print(m, file=sys.stderr, flush=True))
+                                   log=lambda m: print(m, file=sys.stderr, flush=True),
+                                   state=Path(args.state) if args.state else None,
+                                   budget_s=None if args.budget_min is None else args.budget_min * 60)
         render, replace = realshape_run.render, realshape_run.replace_section
     else:
         result = cache_bench.run(args.cache_scale, log=lambda m: print(m, file=sys.stderr, flush=True))

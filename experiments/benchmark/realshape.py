@@ -211,6 +211,43 @@ def measure_step(method: str, classes: int, batch: int, workdir: Path, rounds: i
     return out
 
 
+def measure_step_device(method: str, classes: int, batch: int, workdir: Path, steps: int = 3,
+                        backbone: str = RANDOM_VIT_B16) -> dict[str, Any]:
+    """The device check's step: per truncation setting, one warm-up step then ``steps`` timed ones (synchronised),
+    and on CUDA the ``max_memory_allocated`` of those steps; an out-of-memory is reported, not raised."""
+    out: dict[str, Any] = {"method": method, "classes": classes, "batch": batch}
+    try:
+        trainer = real_trainer(method, classes, batch, workdir, backbone=backbone)
+    except Exception as exc:  # noqa: BLE001 - reported in the check's table
+        return dict(out, error=f"{type(exc).__name__}: {exc}"[:200])
+    cuda = trainer.device.type == "cuda"
+    sync = _sync(trainer.device)
+    step = step_fn(trainer, batch)
+    for kind, trunc in (("full", False), ("cut", True)):
+        set_truncation(trainer, trunc)
+        try:
+            step(0)
+            if cuda:
+                torch.cuda.synchronize()
+                torch.cuda.reset_peak_memory_stats()
+            sync()
+            t = time.perf_counter()
+            for r in range(steps):
+                step(r)
+            sync()
+            out[f"{kind}_ms"] = (time.perf_counter() - t) / steps * 1e3
+            out[f"{kind}_peak_mib"] = torch.cuda.max_memory_allocated() / 2 ** 20 if cuda else None
+        except (torch.cuda.OutOfMemoryError, RuntimeError) as exc:
+            if "out of memory" not in str(exc).lower() and "alloc" not in str(exc).lower():
+                raise
+            out[f"{kind}_error"] = "out of memory"
+            if cuda:
+                torch.cuda.empty_cache()
+    if out.get("full_ms") and out.get("cut_ms"):
+        out["ratio"] = out["full_ms"] / out["cut_ms"]
+    return out
+
+
 # ----------------------------------------------------------------------------------------------- memory
 def memory_child(spec: dict[str, Any]) -> dict[str, Any]:
     """In a fresh process: build the trainer, replace the image tower by a precomputed feature batch, run one

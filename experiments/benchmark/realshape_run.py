@@ -2,7 +2,9 @@
 from __future__ import annotations
 
 import importlib
+import json
 import tempfile
+import time
 from pathlib import Path
 from typing import Any, Callable
 
@@ -15,26 +17,25 @@ SECTION = ("<!-- realshape-benchmark:begin -->", "<!-- realshape-benchmark:end -
 LOCKSTEP_ENTRY = ("runs.lockstep", "benchmark_pair")
 
 
-def plan(quick: bool) -> dict[str, Any]:
-    """What one run measures. ``quick``: tiny class counts and one round (tests, --device cpu --quick)."""
+def stages(quick: bool) -> list[tuple]:
+    """What one run measures, most telling first (a time budget cuts the tail). ``quick``: tiny shapes, one round
+    (tests, --quick). Entries: ("text", kwargs), ("grouping", classes), ("step", method, classes, batch, split),
+    ("memory", method, classes, batch, truncate, checkpoint_chunk)."""
     if quick:
-        return {"text": dict(classes=8, rounds=1, warmup=0), "grouping": dict(classes=16),
-                "steps": [("CoOp", 8, 4, True), ("CoCoOp", 4, 2, False)], "coop_large": None,
-                "memory": [("CoOp", 8, 4, True, 0), ("CoOp", 16, 4, True, 0), ("CoOp", 8, 4, False, 0),
-                           ("CoOp", 16, 4, False, 0)], "rounds": 1, "checkpoint_chunk": 4}
-    return {"text": dict(classes=100, rounds=2, warmup=0), "grouping": dict(classes=1000),
-            "steps": [("CoOp", 100, 32, True), ("CoCoOp", 100, 4, False), ("CoCoOp", 100, 1, False),
-                      ("MaPLe", 100, 4, False), ("PromptSRC", 100, 4, False)],
-            "coop_large": None, "checkpoint_chunk": 25,
-            "memory": [("CoOp", 100, 32, True, 0), ("CoOp", 300, 32, True, 0), ("CoOp", 1000, 32, True, 0),
-                       ("CoOp", 50, 32, False, 0), ("CoOp", 100, 32, False, 0), ("CoOp", 1000, 32, False, 0),
-                       ("CoOp", 300, 32, True, 25),
-                       ("KgCoOp", 100, 32, True, 0), ("KgCoOp", 100, 32, False, 0),
-                       ("ProGrad", 100, 32, True, 0), ("ProGrad", 100, 32, False, 0),
-                       ("ProDA", 25, 32, True, 0), ("ProDA", 50, 32, True, 0), ("ProDA", 25, 32, False, 0),
-                       ("ProDA", 50, 32, False, 0),
-                       ("CoCoOp", 100, 1, True, 0), ("CoCoOp", 100, 1, False, 0), ("CoCoOp", 100, 4, True, 0),
-                       ("CoCoOp", 100, 4, False, 0)], "rounds": 1}
+        return [("text", dict(classes=8, rounds=1, warmup=0)), ("step", "CoOp", 8, 4, True),
+                ("step", "CoCoOp", 4, 2, False), ("memory", "CoOp", 8, 4, True, 0), ("memory", "CoOp", 16, 4, True, 0),
+                ("memory", "CoOp", 8, 4, False, 0), ("memory", "CoOp", 16, 4, False, 0), ("grouping", 16)]
+    m = "memory"
+    return [("text", dict(classes=100, rounds=1, warmup=0)), ("step", "CoOp", 100, 32, True),
+            ("step", "CoCoOp", 100, 1, False), (m, "CoOp", 100, 32, True, 0), (m, "CoOp", 100, 32, False, 0),
+            (m, "CoOp", 1000, 32, True, 0), (m, "CoOp", 1000, 32, False, 0), (m, "CoOp", 300, 32, True, 0),
+            (m, "CoOp", 50, 32, False, 0), ("step", "CoCoOp", 100, 4, False),
+            (m, "CoCoOp", 100, 1, True, 0), (m, "CoCoOp", 100, 1, False, 0), (m, "CoCoOp", 100, 4, True, 0),
+            (m, "CoCoOp", 100, 4, False, 0), (m, "KgCoOp", 100, 32, True, 0), (m, "KgCoOp", 100, 32, False, 0),
+            (m, "ProGrad", 100, 32, True, 0), (m, "ProGrad", 100, 32, False, 0), (m, "ProDA", 25, 32, True, 0),
+            (m, "ProDA", 25, 32, False, 0), (m, "ProDA", 50, 32, True, 0), (m, "ProDA", 50, 32, False, 0),
+            ("step", "MaPLe", 100, 4, False), ("step", "PromptSRC", 100, 4, False), ("grouping", 1000),
+            (m, "CoOp", 300, 32, True, 25)]
 
 
 def measure_lockstep(workdir: Path) -> dict[str, Any]:
@@ -49,36 +50,52 @@ def measure_lockstep(workdir: Path) -> dict[str, Any]:
 
 
 def run(quick: bool = False, cap_gib: float = 8.0, log: Callable[[str], None] = print,
-        workdir: Path | None = None) -> dict[str, Any]:
-    p = plan(quick)
+        workdir: Path | None = None, state: Path | None = None, budget_s: float | None = None) -> dict[str, Any]:
+    """Every stage in order; with ``state`` each finished stage is saved there and skipped when run again (resume
+    after an interruption); after ``budget_s`` seconds no new stage starts (the report lists what was left)."""
     bb = "tiny-vit" if quick else R.RANDOM_VIT_B16
+    chunk = 4 if quick else 25
+    done: dict[str, Any] = json.loads(state.read_text()) if state and state.is_file() else {}
     tmp = tempfile.TemporaryDirectory(prefix="realshape-") if workdir is None else None
     work = Path(tmp.name) if tmp else Path(workdir)
+    start = time.perf_counter()
+    skipped = []
     try:
-        out: dict[str, Any] = {"quick": quick, "cap_gib": cap_gib, "backbone": bb}
-        log("text tower: all 77 positions, truncated, truncated per length group")
-        out["text"] = R.measure_text_tower(**p["text"], backbone=bb)
-        log("length grouping at ImageNet's 1,000 class names (forward, as zero-shot and evaluation)")
-        out["grouping"] = R.measure_text_tower(classes=p["grouping"]["classes"], rounds=1, warmup=0, grad=False,
-                                               kinds=("cut", "grouped"), backbone=bb)
-        out["steps"] = []
-        for method, classes, batch, split in p["steps"]:
-            log(f"step: {method} C={classes} B={batch}")
-            out["steps"].append(R.measure_step(method, classes, batch, work, rounds=p["rounds"], warmup=0,
-                                               image_split=split, backbone=bb,
-                                               checkpoint_chunk=p["checkpoint_chunk"] if split else 0))
-        out["memory"] = []
-        for method, classes, batch, trunc, chunk in p["memory"]:
-            log(f"memory: {method} C={classes} B={batch} truncate={trunc} checkpoint_chunk={chunk}")
-            out["memory"].append(R.measure_memory(method, classes, batch, work, truncate=trunc,
-                                                  checkpoint_chunk=chunk, cap_gib=cap_gib, backbone=bb))
-        if p["coop_large"]:
-            method, classes, batch, chunk = p["coop_large"]
-            log(f"step: {method} C={classes} B={batch} truncated, plain and checkpointed")
-            out["coop_large"] = R.measure_step(method, classes, batch, work, rounds=1, warmup=0,
-                                               checkpoint_chunk=chunk, variants=("cut",), backbone=bb)
+        for stage in stages(quick):
+            key = json.dumps(stage, sort_keys=True)
+            if key in done:
+                continue
+            if budget_s is not None and time.perf_counter() - start > budget_s:
+                skipped.append(stage)
+                continue
+            log(f"{stage}")
+            kind = stage[0]
+            if kind == "text":
+                done[key] = R.measure_text_tower(**stage[1], backbone=bb)
+            elif kind == "grouping":
+                done[key] = R.measure_text_tower(classes=stage[1], rounds=1, warmup=0, grad=False,
+                                                 kinds=("cut", "grouped"), backbone=bb)
+            elif kind == "step":
+                _, method, classes, batch, split = stage
+                done[key] = R.measure_step(method, classes, batch, work, rounds=1, warmup=0, image_split=split,
+                                           backbone=bb, checkpoint_chunk=chunk if split else 0)
+            else:
+                _, method, classes, batch, trunc, ck = stage
+                done[key] = R.measure_memory(method, classes, batch, work, truncate=trunc, checkpoint_chunk=ck,
+                                             cap_gib=cap_gib, backbone=bb)
+            done[key]["elapsed_s"] = time.perf_counter() - start
+            if state:
+                state.write_text(json.dumps(done))
+        by_kind = {k: [done[json.dumps(s, sort_keys=True)] for s in stages(quick)
+                       if s[0] == k and json.dumps(s, sort_keys=True) in done]
+                   for k in ("text", "grouping", "step", "memory")}
+        out: dict[str, Any] = {"quick": quick, "cap_gib": cap_gib, "backbone": bb,
+                               "text": (by_kind["text"] or [None])[0], "grouping": (by_kind["grouping"] or [None])[0],
+                               "steps": by_kind["step"], "memory": by_kind["memory"],
+                               "not_measured": [list(s) for s in skipped]}
         out["lockstep"] = measure_lockstep(work)
         out["targets"] = targets(out)
+        out["elapsed_s"] = max([v.get("elapsed_s", 0) for v in done.values()] + [time.perf_counter() - start])
         return out
     finally:
         if tmp is not None:
@@ -98,7 +115,7 @@ def targets(r: dict[str, Any]) -> dict[str, Any]:
     t = R.TARGETS
     steps = {(s["method"], s["batch"]): s for s in r["steps"]}
     coop, cocoop = steps.get(("CoOp", 32)), steps.get(("CoCoOp", 4))
-    out = {"text_ratio": (r["text"]["text_ratio"], t["text_ratio"]),
+    out = {"text_ratio": (r["text"] and r["text"]["text_ratio"], t["text_ratio"]),
            "coop_step_ratio": (coop and coop["ratio"], t["coop_step_ratio"]),
            "cocoop_step_ratio": (cocoop and cocoop["ratio"], t["cocoop_step_ratio"])}
     full, cut = _mem(r["memory"], "CoOp", 1000, 32, False), _mem(r["memory"], "CoOp", 1000, 32, True)
@@ -143,24 +160,29 @@ def render(r: dict[str, Any], machine: dict[str, Any], command: str) -> str:
              f"Generated by `{command}`; on {machine['cpu']} ({machine['cores']} cores), torch "
              f"{machine.get('torch', '')} with 1 thread, {machine['date']}; load average before "
              f"{machine.get('load_before')}, after {machine.get('load_after')}.", "",
-             "Backbone `random-vit-b16`: ViT-B/16's shapes (vision 12 x 768, text 12 x 512, 224 px, 77 tokens) with "
-             "random weights, nothing downloaded. Prompts use ImageNet's class names (open_clip's list), so their "
+             f"Backbone `{r['backbone']}`" + (": ViT-B/16's shapes (vision 12 x 768, text 12 x 512, 224 px, 77 tokens) with "
+             "random weights, nothing downloaded" if r["backbone"] == R.RANDOM_VIT_B16 else "") + ". Prompts use ImageNet's class names (open_clip's list), so their "
              "lengths are the real ones. Variants are timed in the same rounds; a ratio is the median of per-round "
-             "ratios, so load from other processes slows both sides alike.", ""]
-    rows = [("CoOp text pass, forward + backward, all 77 positions", _ms(text["text_full_ms"]), ""),
-            (f"the same, truncated at the last EOT ({text['positions']} positions)", _ms(text["text_cut_ms"]),
-             f"{_x(text['text_ratio'])} faster; {_target(r, 'text_ratio')}"),
-            (f"the same, {text['groups']} length groups each cut at its own EOT", _ms(text["text_grouped_ms"]),
-             f"{_x(text['grouped_ratio'])} of the ungrouped truncated pass"),
-            (f"{grouping['classes']:,} ImageNet prompts, forward only, truncated", _ms(grouping["text_cut_ms"]),
-             f"positions min/median/max {grouping['positions_1000']['min']}/"
-             f"{grouping['positions_1000']['median']}/{grouping['positions_1000']['max']}"),
-            (f"the same, {grouping['groups']} length groups", _ms(grouping["text_grouped_ms"]),
-             f"{_x(grouping['grouped_ratio'])} of the ungrouped pass")]
-    lines += [f"### Text tower (C = {text['classes']}, {text['n_ctx']} context vectors)", "",
-              tabulate(rows, headers=["figure", "value", "note"], tablefmt="github"), "",
-              f"- Largest difference of the normalised features, truncated vs 77 positions: "
-              f"{text['feature_max_diff']:.1e} (float rounding).", ""]
+             "ratios, so load from other processes slows both sides alike. Steps: one timed round each (the "
+             f"whole run took {r.get('elapsed_s', 0) / 60:.0f} min).", ""]
+    if text:
+        rows = [("CoOp text pass, forward + backward, all 77 positions", _ms(text["text_full_ms"]), ""),
+                (f"the same, truncated at the last EOT ({text['positions']} positions)", _ms(text["text_cut_ms"]),
+                 f"{_x(text['text_ratio'])} faster; {_target(r, 'text_ratio')}"),
+                (f"the same, {text['groups']} length groups each cut at its own EOT", _ms(text["text_grouped_ms"]),
+                 f"{_x(text['grouped_ratio'])} of the ungrouped truncated pass (ratio < 1: grouping is slower)")]
+        if grouping:
+            rows += [(f"{grouping['classes']:,} ImageNet prompts, forward only, truncated",
+                      _ms(grouping["text_cut_ms"]), ""),
+                     (f"the same, {grouping['groups']} length groups", _ms(grouping["text_grouped_ms"]),
+                      f"{_x(grouping['grouped_ratio'])} of the ungrouped pass")]
+        p1000 = text["positions_1000"]
+        lines += [f"### Text tower (C = {text['classes']}, {text['n_ctx']} context vectors)", "",
+                  tabulate(rows, headers=["figure", "value", "note"], tablefmt="github"), "",
+                  f"- Largest difference of the normalised features, truncated vs 77 positions: "
+                  f"{text['feature_max_diff']:.1e} (float rounding).",
+                  f"- CoOp prompts over ImageNet's 1,000 names need {p1000['min']} to {p1000['max']} positions "
+                  f"(median {p1000['median']}) of 77.", ""]
     srows = []
     for s in r["steps"]:
         srows.append((f"{s['method']} C={s['classes']} B={s['batch']}", _ms(s["full_ms"]), _ms(s["cut_ms"]),
@@ -181,12 +203,9 @@ def render(r: dict[str, Any], machine: dict[str, Any], command: str) -> str:
                   f"{coop.get('checkpoint_chunk')}) costs {_x(coop.get('checkpoint_cost'))} the truncated step "
                   f"here (the text side is recomputed once in backward).", ""]
     lines += _memory_lines(r)
-    large = r.get("coop_large")
-    if large:
-        lines += [f"- CoOp at C = {large['classes']:,}, B = {large['batch']}: truncated step "
-                  f"{_ms(large['cut_ms'])}; with MODEL.TEXT_CHECKPOINT_CHUNK {large['checkpoint_chunk']} "
-                  f"{_ms(large['checkpointed_ms'])} ({_x(large['checkpoint_cost'])} the time). The 77-position step "
-                  f"at this class count: see the memory table ({_target(r, 'coop_1000_ratio')}).", ""]
+    if r.get("not_measured"):
+        lines += ["- Not measured in this run (its time budget ran out): "
+                  + "; ".join(" ".join(str(x) for x in s) for s in r["not_measured"]) + ".", ""]
     lock = r.get("lockstep") or {}
     lines += ["### Lockstep pair", "",
               (f"- {{plain, --calib}} in lockstep: {lock.get('summary', '')}" if lock.get("available") else
