@@ -203,6 +203,7 @@ def render(r: dict[str, Any], machine: dict[str, Any], command: str) -> str:
                   f"{coop.get('checkpoint_chunk')}) costs {_x(coop.get('checkpoint_cost'))} the truncated step "
                   f"here (the text side is recomputed once in backward).", ""]
     lines += _memory_lines(r)
+    lines += _decisions(r)
     if r.get("not_measured"):
         lines += ["- Not measured in this run (its time budget ran out): "
                   + "; ".join(" ".join(str(x) for x in s) for s in r["not_measured"]) + ".", ""]
@@ -212,6 +213,43 @@ def render(r: dict[str, Any], machine: dict[str, Any], command: str) -> str:
                f"- Not measured: {lock.get('note', 'no lockstep code')}."), ""]
     lines += [SECTION[1]]
     return "\n".join(lines) + "\n"
+
+
+#: why a target can be missed, by key (printed beside the miss)
+WHY = {
+    "text_ratio": "the truncated pass still runs every layer's fixed work (LayerNorms, projections of the EOT row, "
+                  "the backward of the context), and attention's share shrinks less than linearly",
+    "coop_step_ratio": "the frozen image forward of the batch is untouched by truncation and is a large part of "
+                       "the step (Amdahl: the step cannot speed up more than step / image forward)",
+    "cocoop_step_ratio": "CoCoOp's step also runs the image tower and its meta-network per image; only the text "
+                         "side shrinks",
+    "memory_share_1000": "the frozen model, the optimiser state and the framework are a fixed share of the peak",
+    "coop_1000_ratio": "neither path fits under the memory cap at 1,000 classes and batch 32 on this machine "
+                       "without MODEL.TEXT_CHECKPOINT_CHUNK, so no same-run ratio exists; the largest class count "
+                       "each path fits is the finding",
+}
+
+
+def _decisions(r) -> list[str]:
+    out = []
+    for key, t in r["targets"].items():
+        if t["met"] is False:
+            v, b = t["value"], t["bound"]
+            short = f"{v / b:.0%} of the target" if not key.startswith("memory") else f"{v:.2f} vs {b:g}"
+            out.append(f"- Target `{key}` missed ({short}): {WHY[key]}.")
+        elif t["met"] is None and key in WHY and key == "coop_1000_ratio":
+            out.append(f"- Target `{key}` not measurable: {WHY[key]}.")
+    g = [x for x in (r.get("text"), r.get("grouping")) if x and x.get("grouped_ratio")]
+    if g:
+        ratios = ", ".join(f"{x['grouped_ratio']:.2f}x at C = {x['classes']:,}" for x in g)
+        better = any(x["grouped_ratio"] > 1.05 for x in g)
+        out.append(f"- Grouping prompts of similar length (sorted by EOT, {g[0]['groups']} groups, each cut at its "
+                   f"own EOT) against one truncated batch: {ratios} (above 1: grouping faster). "
+                   + ("Grouping pays here: worth adding as a key." if better else
+                      "It does not pay: CoOp-style prompts are dominated by the shared context, so the lengths "
+                      "differ by a few tokens while the smaller matrix products of each group cost more; "
+                      "TextEncoder truncates each batch at its own last EOT and does not group."))
+    return out + ([""] if out else [])
 
 
 def _target(r, key) -> str:
