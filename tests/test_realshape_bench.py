@@ -66,11 +66,13 @@ def test_lockstep_reported_unavailable_without_its_code(monkeypatch, tmp_path):
     assert RR.measure_lockstep(tmp_path)["available"] is False
 
 
+@pytest.mark.slow
 def test_memory_child_measures_a_tiny_step(tmp_path):
     r = R.measure_memory("CoOp", 4, 2, tmp_path, truncate=True, cap_gib=8.0, backbone="tiny-vit")
     assert r["fits"] is True and r["peak_mib"] > 100 and r["step_s"] > 0
 
 
+@pytest.mark.slow
 def test_cache_benchmark_on_a_small_test_set():
     r = cache_bench.run(60, classes=4, image_size=32, log=lambda m: None)
     assert r["num_test_images"] >= 60 and r["second_eval_s"] < r["first_eval_s"]
