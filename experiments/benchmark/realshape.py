@@ -48,9 +48,11 @@ def folder_names(names: list[str]) -> list[str]:
     out, seen = [], set()
     for i, name in enumerate(names):
         folder = re.sub(r"[^A-Za-z0-9_'\-]", "", name.replace(" ", "_")) or f"class_{i}"
-        while folder in seen:
-            folder += "_"
-        seen.add(folder)
+        base, k = folder, 1
+        while folder.lower() in seen:  # ImageNet's list repeats a few names (two "missile"s): "missile_2"
+            k += 1
+            folder = f"{base}_{k}"
+        seen.add(folder.lower())
         out.append(folder)
     return out
 
@@ -282,6 +284,15 @@ def memory_child(spec: dict[str, Any]) -> dict[str, Any]:
 
 
 def _maxrss_mib() -> float:
+    """This process's peak RSS: VmHWM (Linux; the high-water mark of this program's own memory, reset at exec),
+    else ru_maxrss, which on Linux also counts the parent's RSS at fork time (the benchmark's own, gigabytes)."""
+    try:
+        with open("/proc/self/status") as f:
+            for line in f:
+                if line.startswith("VmHWM:"):
+                    return int(line.split()[1]) / 2 ** 10
+    except OSError:
+        pass
     import resource
 
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2 ** 10
