@@ -13,15 +13,19 @@ MACHINE = {"cpu": "cpu", "cores": 2, "date": "today", "torch": "2", "load_before
 
 def _mem(method, classes, batch, trunc, peak, chunk=0):
     return {"method": method, "classes": classes, "batch": batch, "truncate": trunc, "checkpoint_chunk": chunk,
-            "cap_gib": 8.0, "fits": peak is not None, "peak_mib": peak, "step_s": 1.0}
+            "cap_gib": 8.0, "fits": peak is not None, "peak_mib": peak or 5500.0, "step_s": 1.0}
 
 
 def test_linear_fit_and_largest_fitting_class_count():
     pts = [_mem("CoOp", 100, 32, True, 2000.0), _mem("CoOp", 300, 32, True, 4000.0),
            _mem("CoOp", 1000, 32, True, None)]
     assert R.linear_fit(pts) == (1000.0, 10.0)
-    assert R.largest_fitting(pts, 8.0) == int((8 * 1024 - 1000) / 10)
-    assert R.largest_fitting(pts[:1], 8.0) is None
+    assert R.largest_fitting(pts, 8 * 1024) == int((8 * 1024 - 1000) / 10)
+    assert R.largest_fitting(pts[:1], 8 * 1024) is None
+    pts[-1]["peak_mib"] = 5000.0  # where the failed run stood when the cap stopped it
+    assert R.rss_ceiling(pts) == 5000.0
+    row, = R.memory_table_rows(pts, 8.0)
+    assert row["largest_fitting"] == 400 and row["largest_at_cap_rss"] == int((8 * 1024 - 1000) / 10)
 
 
 def test_targets_extrapolate_memory_when_neither_path_fits():

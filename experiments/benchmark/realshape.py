@@ -329,21 +329,26 @@ def linear_fit(points: list[dict[str, Any]]) -> tuple[float, float] | None:
     return m0 - slope * c0, slope
 
 
-def largest_fitting(points: list[dict[str, Any]], cap_gib: float) -> int | None:
-    """The largest class count under the cap from a linear fit of peak memory in the class count (two or more
-    measured points that fit); None without two such points."""
-    ok = sorted((p["classes"], p["peak_mib"]) for p in points if p.get("fits"))
-    if len(ok) < 2 or ok[-1][0] == ok[0][0]:
+def largest_fitting(points: list[dict[str, Any]], limit_mib: float) -> int | None:
+    """The largest class count whose peak RSS stays under ``limit_mib``, from the linear fit (None without two
+    measured points that fit)."""
+    fit = linear_fit(points)
+    if fit is None or fit[1] <= 0:
         return None
-    (c0, m0), (c1, m1) = ok[0], ok[-1]
-    slope = (m1 - m0) / (c1 - c0)
-    if slope <= 0:
-        return None
-    return int((cap_gib * 1024 - (m0 - slope * c0)) / slope)
+    return int((limit_mib - fit[0]) / fit[1])
+
+
+def rss_ceiling(results: list[dict[str, Any]]) -> float | None:
+    """The RSS at which runs failed under the address-space cap (the lowest such peak): the cap also counts
+    libraries and reserved address space, so a configuration fails below cap GiB of RSS."""
+    failed = [r["peak_mib"] for r in results if r.get("fits") is False and r.get("peak_mib")]
+    return min(failed) if failed else None
 
 
 def memory_table_rows(results: list[dict[str, Any]], cap_gib: float) -> list[dict[str, Any]]:
-    """Per (method, batch, path): the measured peaks by class count and the largest class count that fits."""
+    """Per (method, batch, path): the measured peaks by class count and the largest class count that fits, under
+    the cap as it acted (the RSS ceiling of the failed runs) and at ``cap_gib`` GiB of RSS."""
+    ceiling = rss_ceiling(results) or cap_gib * 1024
     groups: dict[tuple, list] = {}
     for r in results:
         path = "77 positions" if not r["truncate"] else (
@@ -353,7 +358,8 @@ def memory_table_rows(results: list[dict[str, Any]], cap_gib: float) -> list[dic
     for (method, batch, path), pts in groups.items():
         rows.append({"method": method, "batch": batch, "path": path,
                      "peaks": {p["classes"]: (p["peak_mib"] if p.get("fits") else None) for p in pts},
-                     "largest_fitting": largest_fitting(pts, cap_gib)})
+                     "largest_fitting": largest_fitting(pts, ceiling),
+                     "largest_at_cap_rss": largest_fitting(pts, cap_gib * 1024)})
     return rows
 
 

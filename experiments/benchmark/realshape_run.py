@@ -227,7 +227,9 @@ WHY = {
                        "the step (Amdahl: the step cannot speed up more than step / image forward)",
     "cocoop_step_ratio": "CoCoOp's step also runs the image tower and its meta-network per image; only the text "
                          "side shrinks",
-    "memory_share_1000": "the frozen model, the optimiser state and the framework are a fixed share of the peak",
+    "memory_share_1000": "the fixed share (the frozen model, the framework) and the per-class tensors outside the "
+                         "tower's blocks do not shrink: the prompts are assembled at all 77 positions before the "
+                         "tower cuts them",
     "coop_1000_ratio": "neither path fits under the memory cap at 1,000 classes and batch 32 on this machine "
                        "without MODEL.TEXT_CHECKPOINT_CHUNK, so no same-run ratio exists; the largest class count "
                        "each path fits is the finding",
@@ -275,7 +277,9 @@ def _memory_lines(r) -> list[str]:
     fits = []
     for row in R.memory_table_rows(r["memory"], cap):
         if row["largest_fitting"] is not None:
-            fits.append(f"{row['method']} B={row['batch']} {row['path']}: about {row['largest_fitting']:,} classes")
+            fits.append(f"{row['method']} B={row['batch']} {row['path']}: about {row['largest_fitting']:,} "
+                        f"({row['largest_at_cap_rss']:,} at {cap:g} GiB of RSS)")
+    ceiling = R.rss_ceiling(r["memory"])
     return ["### Peak training memory", "",
             f"Each configuration in a fresh subprocess capped at {cap:g} GiB of address space; one training step "
             "with the image tower replaced by a precomputed feature batch (frozen, under no_grad: a constant, not a "
@@ -285,8 +289,11 @@ def _memory_lines(r) -> list[str]:
             f"- 1,000 classes: truncated / 77 positions = {_x(r['targets']['memory_share_1000']['value'])}"
             + (" (extrapolated: neither fits under the cap)" if r.get("memory_share_extrapolated") else "")
             + f"; {_target(r, 'memory_share_1000')}.",
-            "- Largest class count under the cap (linear in the class count, from the measured points): "
-            + ("; ".join(fits) if fits else "n/a") + ".", ""]
+            "- Largest class count that fits (peak RSS linear in the class count through the measured points that "
+            "fit): " + ("; ".join(fits) if fits else "n/a") + ".",
+            (f"- The cap limits address space, which here runs well above RSS (libraries, reserved memory): runs "
+             f"that did not fit failed at {ceiling:,.0f} MiB of RSS or more, the ceiling used for the first count."
+             if ceiling else "- Every configuration fitted under the cap."), ""]
 
 
 def replace_section(text: str, section: str, begin: str = SECTION[0], end: str = SECTION[1]) -> str:
