@@ -28,6 +28,8 @@ from torch.utils.checkpoint import checkpoint
 from dassl.utils import UserError
 
 DeepPrompts = Optional[Sequence[Optional[torch.Tensor]]]
+#: prompts per length group when a batch has at least twice as many (0: never group); see TextEncoder.group_size
+GROUP_SIZE = 0
 
 
 def _require_clip(clip_model) -> None:
@@ -103,6 +105,9 @@ class TextEncoder(nn.Module):
         self.truncate_eot: bool = bool(getattr(clip_model, "text_truncate_eot", True))
         #: > 0: activation checkpointing over chunks of this many prompts in training (MODEL.TEXT_CHECKPOINT_CHUNK)
         self.checkpoint_chunk: int = int(getattr(clip_model, "text_checkpoint_chunk", 0))
+        #: > 0 (with truncate_eot): batches of at least twice this many prompts run sorted by length in groups of
+        #: this size, each cut at its own last EOT (GROUP_SIZE; measured in docs/performance.md)
+        self.group_size: int = GROUP_SIZE if self.truncate_eot else 0
 
     @property
     def dtype(self) -> torch.dtype:
@@ -123,6 +128,14 @@ class TextEncoder(nn.Module):
             raise UserError(f"text prompts have shape {tuple(prompts.shape)}; expected "
                             f"[N, {self.context_length}, {self.width}].")
         deep = _check_depth(deep_prompts, self.num_layers, "text")
+        n, group = prompts.shape[0], int(self.group_size)
+        if self.truncate_eot and group > 0 and n >= 2 * group:
+            order = torch.argsort(eot_idx.detach().cpu(), stable=True).to(prompts.device)
+            parts = [self._chunked(prompts[idx], eot_idx[idx], _take_deep(deep, idx, n)) for idx in order.split(group)]
+            return torch.cat(parts)[torch.argsort(order)]
+        return self._chunked(prompts, eot_idx, deep)
+
+    def _chunked(self, prompts: torch.Tensor, eot_idx: torch.Tensor, deep: list) -> torch.Tensor:
         n, chunk = prompts.shape[0], int(self.checkpoint_chunk)
         if chunk > 0 and n > chunk and torch.is_grad_enabled():
             parts = [checkpoint(self._encode, prompts[i:i + chunk], eot_idx[i:i + chunk],
@@ -158,6 +171,11 @@ class TextEncoder(nn.Module):
         x = self.ln_final(x)
         x = x[torch.arange(n, device=x.device), eot_idx.to(device=x.device, dtype=torch.long)]
         return _project(x, self.text_projection)
+
+
+def _take_deep(deep: list, idx: torch.Tensor, n: int) -> list:
+    """Per-prompt deep prompts [n, M, D] reordered/selected with the prompts; shared ones as they are."""
+    return [p[idx] if p is not None and p.dim() == 3 and p.shape[0] == n and n > 1 else p for p in deep]
 
 
 def _slice_deep(deep: list, start: int, stop: int, n: int) -> list:

@@ -180,3 +180,23 @@ def test_negative_checkpoint_chunk_is_one_clear_error():
 
     with pytest.raises(UserError, match="MODEL.TEXT_CHECKPOINT_CHUNK"):
         clip.set_text_options(clip.load("tiny-vit"), checkpoint_chunk=-1)
+
+
+def test_length_groups_are_exact_and_keep_the_order():
+    """TextEncoder.group_size: prompts sorted by length in groups, each cut at its own EOT, results put back in
+    the callers' order; per-prompt deep prompts follow their prompts (also through checkpointed chunks)."""
+    from trainers.prompts import TextPrompts
+
+    enc = clip.TextEncoder(clip.load("tiny-vit"))
+    names = ["cat", "basset hound", "a", "dog on a very long leash", "red fox", "x y z w v u", "owl", "sea lion"]
+    prompts = TextPrompts(enc, names * 3, 4)
+    ctx = (torch.randn(4, enc.width, generator=torch.Generator().manual_seed(0)) * 0.02).requires_grad_(True)
+    deep = [torch.randn(len(names) * 3, 2, enc.width, generator=torch.Generator().manual_seed(1)).requires_grad_()]
+    ref = enc(prompts.assemble(ctx), prompts.eot_idx, deep)
+    g_ref = torch.autograd.grad(ref.square().sum(), [ctx, deep[0]])
+    enc.group_size, enc.checkpoint_chunk = 5, 3
+    out = enc(prompts.assemble(ctx), prompts.eot_idx, deep)
+    g_out = torch.autograd.grad(out.square().sum(), [ctx, deep[0]])
+    assert rel(out, ref) <= FP32_REL
+    for a, b in zip(g_out, g_ref):
+        assert rel(a, b) <= FP32_REL

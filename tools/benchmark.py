@@ -218,7 +218,11 @@ def main_section(args, argv) -> int:
         result = cache_bench.run(args.cache_scale, log=lambda m: print(m, file=sys.stderr, flush=True))
         render, replace = cache_bench.render, cache_bench.replace_section
     machine["load_after"] = load_average()
-    command = "python tools/benchmark.py " + " ".join(argv if argv is not None else sys.argv[1:])
+    shown = list(argv if argv is not None else sys.argv[1:])
+    if "--state" in shown:  # a scratch file of this machine: not part of the command to rerun
+        i = shown.index("--state")
+        del shown[i:i + 2]
+    command = "python tools/benchmark.py " + " ".join(shown)
     section = render(result, machine, command)
     if args.out:
         out = Path(args.out)

@@ -73,7 +73,7 @@ def run(quick: bool = False, cap_gib: float = 8.0, log: Callable[[str], None] = 
             if kind == "text":
                 done[key] = R.measure_text_tower(**stage[1], backbone=bb)
             elif kind == "grouping":
-                done[key] = R.measure_text_tower(classes=stage[1], rounds=1, warmup=0, grad=False,
+                done[key] = R.measure_text_tower(classes=stage[1], rounds=2, warmup=0, grad=False,
                                                  kinds=("cut", "grouped"), backbone=bb)
             elif kind == "step":
                 _, method, classes, batch, split = stage
