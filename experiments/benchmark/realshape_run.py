@@ -189,11 +189,16 @@ def render(r: dict[str, Any], machine: dict[str, Any], command: str) -> str:
                   f"(median {p1000['median']}) of 77.", ""]
     srows = []
     for s in r["steps"]:
-        srows.append((f"{s['method']} C={s['classes']} B={s['batch']}", _ms(s["full_ms"]), _ms(s["cut_ms"]),
+        srows.append((f"{s['method']} C={s['classes']} B={s['batch']}" + ("" if s.get("primed") else " *"),
+                      _ms(s["full_ms"]), _ms(s["cut_ms"]),
                       _x(s["ratio"]), _ms(s.get("image_forward_ms")), _ms(s.get("reference_ms"))))
     lines += ["### Training steps (real `compute_loss` + `backward_and_update`)", "",
               tabulate(srows, headers=["step", "77 positions", "truncated", "speedup", "image forward alone",
                                        "reference-shaped step"], tablefmt="github"), ""]
+    if any(not s.get("primed") for s in r["steps"]):
+        lines += ["- \\* measured without an untimed first call: the 77-position column (timed first) also holds "
+                  "the first call's one-off costs (allocator warm-up); later steps run one untimed truncated "
+                  "call first.", ""]
     coop = next((s for s in r["steps"] if s["method"] == "CoOp" and s.get("image_forward_ms")), None)
     if coop:
         text_full = coop["full_ms"] - coop["image_forward_ms"]
