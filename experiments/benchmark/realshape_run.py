@@ -35,7 +35,7 @@ def stages(quick: bool) -> list[tuple]:
             (m, "ProGrad", 100, 32, True, 0), (m, "ProGrad", 100, 32, False, 0), (m, "ProDA", 25, 32, True, 0),
             (m, "ProDA", 25, 32, False, 0), (m, "ProDA", 50, 32, True, 0), (m, "ProDA", 50, 32, False, 0),
             ("step", "MaPLe", 100, 4, False), ("step", "PromptSRC", 100, 4, False), ("grouping", 1000),
-            (m, "CoOp", 300, 32, True, 25)]
+            (m, "CoOp", 300, 32, True, 25), (m, "CoOp", 1000, 32, True, 25)]
 
 
 def measure_lockstep(workdir: Path) -> dict[str, Any]:
