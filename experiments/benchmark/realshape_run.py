@@ -285,6 +285,16 @@ def _memory_lines(r) -> list[str]:
             fits.append(f"{row['method']} B={row['batch']} {row['path']}: about {row['largest_fitting']:,} "
                         f"({row['largest_at_cap_rss']:,} at {cap:g} GiB of RSS)")
     ceiling = R.rss_ceiling(r["memory"])
+    ck = next((m for m in r["memory"] if (m["method"], m["classes"], m["batch"], m["truncate"]) == (
+        "CoOp", 1000, 32, True) and m["checkpoint_chunk"] and m.get("fits")), None)
+    full_fit = R.linear_fit([m for m in r["memory"] if (m["method"], m["batch"], m["truncate"]) == (
+        "CoOp", 32, False)])
+    ck_line = []
+    if ck:
+        share = f" ({ck['peak_mib'] / (full_fit[0] + 1000 * full_fit[1]):.2f}x the 77-position path's " \
+                "extrapolated peak)" if full_fit else ""
+        ck_line = [f"- With MODEL.TEXT_CHECKPOINT_CHUNK {ck['checkpoint_chunk']}, CoOp trains 1,000 classes at batch "
+                   f"32 in {ck['peak_mib']:,.0f} MiB{share}; its step took {ck['step_s']:.1f} s."]
     return ["### Peak training memory", "",
             f"Each configuration in a fresh subprocess capped at {cap:g} GiB of address space; one training step "
             "with the image tower replaced by a precomputed feature batch (frozen, under no_grad: a constant, not a "
@@ -294,6 +304,7 @@ def _memory_lines(r) -> list[str]:
             f"- 1,000 classes: truncated / 77 positions = {_x(r['targets']['memory_share_1000']['value'])}"
             + (" (extrapolated: neither fits under the cap)" if r.get("memory_share_extrapolated") else "")
             + f"; {_target(r, 'memory_share_1000')}.",
+            *ck_line,
             "- Largest class count that fits (peak RSS linear in the class count through the measured points that "
             "fit): " + ("; ".join(fits) if fits else "n/a") + ".",
             (f"- The cap limits address space, which here runs well above RSS (libraries, reserved memory): runs "
