@@ -252,14 +252,18 @@ def _decisions(r) -> list[str]:
             out.append(f"- Target `{key}` not measurable: {WHY[key]}.")
     g = [x for x in (r.get("text"), r.get("grouping")) if x and x.get("grouped_ratio")]
     if g:
-        ratios = ", ".join(f"{x['grouped_ratio']:.2f}x at C = {x['classes']:,}" for x in g)
-        better = any(x["grouped_ratio"] > 1.05 for x in g)
+        ratios = ", ".join(f"{x['grouped_ratio']:.2f}x at {x['classes']:,} prompts "
+                           f"({'forward + backward' if x.get('grad') else 'forward only'})" for x in g)
+        small = [x for x in g if x["classes"] <= 256]
+        pays_small = any(x["grouped_ratio"] > 1.05 for x in small)
         out.append(f"- Grouping prompts of similar length (sorted by EOT, {g[0]['groups']} groups, each cut at its "
                    f"own EOT) against one truncated batch: {ratios} (above 1: grouping faster). "
-                   + ("Grouping pays here: worth adding as a key." if better else
-                      "It does not pay: CoOp-style prompts are dominated by the shared context, so the lengths "
-                      "differ by a few tokens while the smaller matrix products of each group cost more; "
-                      "TextEncoder truncates each batch at its own last EOT and does not group."))
+                   + ("It pays at training sizes: worth turning on." if pays_small else
+                      "It pays only for large batches, where one long class name sets the length of all; the "
+                      "text tower is called with at most 256 prompts at zero-shot and evaluation (TEST.TEXT_CHUNK), "
+                      "each call already cut at its own last EOT, and a training batch of ~100 prompts is slower "
+                      "grouped (the smaller matrix products cost more than the few positions saved). Grouping "
+                      "stays off (`clip.encoders.GROUP_SIZE = 0`; exact when set, tests/test_truncation.py)."))
     return out + ([""] if out else [])
 
 
