@@ -95,11 +95,22 @@ def run(quick: bool = False, cap_gib: float = 8.0, log: Callable[[str], None] = 
                                "not_measured": [list(s) for s in skipped]}
         out["lockstep"] = measure_lockstep(work)
         out["targets"] = targets(out)
-        out["elapsed_s"] = max([v.get("elapsed_s", 0) for v in done.values()] + [time.perf_counter() - start])
+        out["elapsed_s"] = stage_time(list(done.values()))
         return out
     finally:
         if tmp is not None:
             tmp.cleanup()
+
+
+def stage_time(results: list[dict[str, Any]]) -> float:
+    """Seconds the stages took in all, summed over resumed runs (each stage records the time since its run began,
+    in the order the stages finished: a drop marks a new run)."""
+    total, prev = 0.0, 0.0
+    for r in results:
+        t = r.get("elapsed_s", 0.0)
+        total += t - prev if t >= prev else t
+        prev = t
+    return total
 
 
 def _mem(results, method, classes, batch, trunc, chunk=0):
@@ -168,7 +179,8 @@ def render(r: dict[str, Any], machine: dict[str, Any], command: str) -> str:
              + ". Prompts use ImageNet's class names (open_clip's list), so their "
              "lengths are the real ones. Variants are timed in the same rounds; a ratio is the median of per-round "
              "ratios, so load from other processes slows both sides alike. Steps: one timed round each (the "
-             f"whole run took {r.get('elapsed_s', 0) / 60:.0f} min).", ""]
+             f"stages took {r.get('elapsed_s', 0) / 60:.0f} min in all on this shared machine; `--budget-min` "
+             "bounds a run, `--state` resumes one).", ""]
     if text:
         rows = [("CoOp text pass, forward + backward, all 77 positions", _ms(text["text_full_ms"]), ""),
                 (f"the same, truncated at the last EOT ({text['positions']} positions)", _ms(text["text_cut_ms"]),
@@ -209,8 +221,9 @@ def render(r: dict[str, Any], machine: dict[str, Any], command: str) -> str:
                   f"The reference-shaped step (77 positions plus the frozen image pass the paper's code adds to "
                   f"every step) is {_x(coop.get('reference_ratio'))} the truncated step.",
                   f"- Activation checkpointing of the text tower (MODEL.TEXT_CHECKPOINT_CHUNK "
-                  f"{coop.get('checkpoint_chunk')}) costs {_x(coop.get('checkpoint_cost'))} the truncated step "
-                  f"here (the text side is recomputed once in backward).", ""]
+                  f"{coop.get('checkpoint_chunk')}) took {_x(coop.get('checkpoint_cost'))} the truncated step in "
+                  "this single timed round (the text side is recomputed once in backward; one round is within "
+                  "this machine's noise: the memory runs below compare it at equal class counts).", ""]
     lines += _memory_lines(r)
     lines += _decisions(r)
     if r.get("not_measured"):
@@ -294,10 +307,16 @@ def _memory_lines(r) -> list[str]:
     full_fit = R.linear_fit([m for m in r["memory"] if (m["method"], m["batch"], m["truncate"]) == (
         "CoOp", 32, False)])
     ck_line = []
+    plain300 = _mem(r["memory"], "CoOp", 300, 32, True, 0)
+    ck300 = _mem(r["memory"], "CoOp", 300, 32, True, 25)
+    if plain300 and ck300 and plain300.get("fits") and ck300.get("fits"):
+        ck_line.append(f"- Checkpointing at 300 classes (separate processes): step {ck300['step_s']:.1f} s vs "
+                       f"{plain300['step_s']:.1f} s ({ck300['step_s'] / plain300['step_s']:.2f}x the time), peak "
+                       f"{ck300['peak_mib']:,.0f} vs {plain300['peak_mib']:,.0f} MiB.")
     if ck:
         share = f" ({ck['peak_mib'] / (full_fit[0] + 1000 * full_fit[1]):.2f}x the 77-position path's " \
                 "extrapolated peak)" if full_fit else ""
-        ck_line = [f"- With MODEL.TEXT_CHECKPOINT_CHUNK {ck['checkpoint_chunk']}, CoOp trains 1,000 classes at batch "
+        ck_line += [f"- With MODEL.TEXT_CHECKPOINT_CHUNK {ck['checkpoint_chunk']}, CoOp trains 1,000 classes at batch "
                    f"32 in {ck['peak_mib']:,.0f} MiB{share}; its step took {ck['step_s']:.1f} s."]
     return ["### Peak training memory", "",
             f"Each configuration in a fresh subprocess capped at {cap:g} GiB of address space; one training step "
