@@ -40,7 +40,7 @@ runs.register_with_engine()  # the engine's run-record writer and metric functio
 
 #: where each config key is declared, once (the unknown-key message names them)
 CONFIG_OWNERS = ("dassl/config/defaults.py (the engine)", "datasets/common.py (DATASET_DEFAULTS)",
-                 "calibration/regularizers.py (CALIB_DEFAULTS)", "trainers/config.py (LOSS, TEST)",
+                 "calibration/regularizers.py (CALIB_DEFAULTS)", "trainers/config.py (LOSS, MODEL.TEXT_*, TEST)",
                  "each method's cfg_defaults (TRAINER.<node>)", "train.py (CONFIG_NAME)")
 
 

@@ -2,6 +2,13 @@
 every method uses. They hold references to the frozen CLIP submodules (no copies) and, given no prompts, compute
 exactly open_clip's `encode_text(ids)` / `encode_image(images)`.
 
+Truncation at the EOT (on by default, ``truncate_eot``): under CLIP's causal mask the EOT token attends only to the
+positions before it, and the EOT token's output is the only one used, so the text tower runs over positions
+``0 .. max(EOT)`` of the batch only (mask and positional embedding sliced). The result equals the 77-position
+computation up to float summation order (docs/faithfulness.md); prompts of 20-30 tokens cost a third or less.
+``checkpoint_chunk`` > 0 (training only) runs the tower over chunks of that many prompts under activation
+checkpointing: only one chunk's activations are held at a time, recomputed in backward (exact, slower).
+
 Deep prompts (IVLP, VPT-deep, MaPLe, PromptSRC): `deep_prompts[k]` is injected before block k+1 (k = 0..J-2);
 a None entry leaves that layer's tokens as the previous block produced them. Text: rows 1..M of the block input
 are overwritten. Vision: the last n_v tokens are replaced. Prompts get no positional embedding and are cast to
@@ -21,6 +28,8 @@ from torch.utils.checkpoint import checkpoint
 from common.errors import UserError
 
 DeepPrompts = Optional[Sequence[Optional[torch.Tensor]]]
+#: prompts per length group when a batch has at least twice as many (0: never group); see TextEncoder.group_size
+GROUP_SIZE = 0
 
 
 def _require_clip(clip_model) -> None:
@@ -92,6 +101,13 @@ class TextEncoder(nn.Module):
         proj = self.text_projection
         self.output_dim: int = (self.width if proj is None else
                                 proj.out_features if isinstance(proj, nn.Linear) else proj.shape[1])
+        #: run over positions 0..max(EOT) only (exact; MODEL.TEXT_TRUNCATE_EOT, see set_text_options)
+        self.truncate_eot: bool = bool(getattr(clip_model, "text_truncate_eot", True))
+        #: > 0: activation checkpointing over chunks of this many prompts in training (MODEL.TEXT_CHECKPOINT_CHUNK)
+        self.checkpoint_chunk: int = int(getattr(clip_model, "text_checkpoint_chunk", 0))
+        #: > 0 (with truncate_eot): batches of at least twice this many prompts run sorted by length in groups of
+        #: this size, each cut at its own last EOT (GROUP_SIZE; measured in docs/performance.md)
+        self.group_size: int = GROUP_SIZE if self.truncate_eot else 0
 
     @property
     def dtype(self) -> torch.dtype:
@@ -111,9 +127,39 @@ class TextEncoder(nn.Module):
         if prompts.dim() != 3 or prompts.shape[1:] != (self.context_length, self.width):
             raise UserError(f"text prompts have shape {tuple(prompts.shape)}; expected "
                             f"[N, {self.context_length}, {self.width}].")
-        n, dtype = prompts.shape[0], self.dtype
         deep = _check_depth(deep_prompts, self.num_layers, "text")
-        x = prompts.to(dtype) + self.positional_embedding.to(dtype)
+        n, group = prompts.shape[0], int(self.group_size)
+        if self.truncate_eot and group > 0 and n >= 2 * group:
+            order = torch.argsort(eot_idx.detach().cpu(), stable=True).to(prompts.device)
+            parts = [self._chunked(prompts[idx], eot_idx[idx], _take_deep(deep, idx, n)) for idx in order.split(group)]
+            return torch.cat(parts)[torch.argsort(order)]
+        return self._chunked(prompts, eot_idx, deep)
+
+    def _chunked(self, prompts: torch.Tensor, eot_idx: torch.Tensor, deep: list) -> torch.Tensor:
+        n, chunk = prompts.shape[0], int(self.checkpoint_chunk)
+        if chunk > 0 and n > chunk and torch.is_grad_enabled():
+            parts = [checkpoint(self._encode, prompts[i:i + chunk], eot_idx[i:i + chunk],
+                                _slice_deep(deep, i, i + chunk, n), use_reentrant=False)
+                     for i in range(0, n, chunk)]
+            return torch.cat(parts)
+        return self._encode(prompts, eot_idx, deep)
+
+    def positions(self, eot_idx: torch.Tensor, deep: list) -> int:
+        """How many leading positions the tower runs over: all of them, or (truncate_eot) up to the last EOT and
+        past the last deep-prompt row, so every row the EOT outputs depend on is computed as in the full pass."""
+        if not self.truncate_eot or eot_idx.numel() == 0:
+            return self.context_length
+        last = int(eot_idx.max()) + 1
+        rows = max((1 + p.shape[-2] for p in deep if p is not None), default=0)
+        return min(self.context_length, max(last, rows))
+
+    def _encode(self, prompts: torch.Tensor, eot_idx: torch.Tensor, deep: list) -> torch.Tensor:
+        n, dtype = prompts.shape[0], self.dtype
+        length = self.positions(eot_idx, deep)
+        x = prompts[:, :length].to(dtype) + self.positional_embedding[:length].to(dtype)
+        mask = self.attn_mask
+        if mask is not None and length < mask.shape[0]:
+            mask = mask[:length, :length]
         for i, block in enumerate(self.transformer.resblocks):
             if 1 <= i <= len(deep) and deep[i - 1] is not None:
                 p = _batched(deep[i - 1], n, dtype, self.width, f"deep text prompt {i - 1}")
@@ -121,10 +167,30 @@ class TextEncoder(nn.Module):
                     raise UserError(f"deep text prompt {i - 1} has {p.shape[1]} tokens; at most "
                                     f"{self.context_length - 2} fit after SOT.")
                 x = torch.cat([x[:, :1], p, x[:, 1 + p.shape[1]:]], dim=1)
-            x = _run_block(block, self.transformer, x, self.attn_mask)
+            x = _run_block(block, self.transformer, x, mask)
         x = self.ln_final(x)
         x = x[torch.arange(n, device=x.device), eot_idx.to(device=x.device, dtype=torch.long)]
         return _project(x, self.text_projection)
+
+
+def _take_deep(deep: list, idx: torch.Tensor, n: int) -> list:
+    """Per-prompt deep prompts [n, M, D] reordered/selected with the prompts; shared ones as they are."""
+    return [p[idx] if p is not None and p.dim() == 3 and p.shape[0] == n and n > 1 else p for p in deep]
+
+
+def _slice_deep(deep: list, start: int, stop: int, n: int) -> list:
+    """Per-prompt deep prompts [n, M, D] sliced to a chunk of prompts; shared ones [M, D] / [1, M, D] as they are."""
+    return [p[start:stop] if p is not None and p.dim() == 3 and p.shape[0] == n and n > 1 else p for p in deep]
+
+
+def set_text_options(clip_model: CLIP, truncate_eot: bool = True, checkpoint_chunk: int = 0) -> CLIP:
+    """Record the text-tower speed options on a CLIP model; every :class:`TextEncoder` built on it afterwards (the
+    methods' towers, ``model.encode_text``, the zero-shot and frozen --calib features) follows them."""
+    if int(checkpoint_chunk) < 0:
+        raise UserError(f"MODEL.TEXT_CHECKPOINT_CHUNK must be >= 0 (0 = off), got {checkpoint_chunk!r}.")
+    clip_model.text_truncate_eot = bool(truncate_eot)
+    clip_model.text_checkpoint_chunk = int(checkpoint_chunk)
+    return clip_model
 
 
 class VisionEncoder(nn.Module):

@@ -13,5 +13,6 @@ Above train.py and the run infrastructure (identity, records, run folders), belo
   ``launch_slurm``, ``logs`` (log tails, durations);
 - lockstep: ``lockstep_groups`` (which runs of a sweep or command list train in one process),
   ``lockstep_bench`` (their wall time against separate runs);
+- benchmarks: ``benchmark`` (the step, memory, cache and real-shape benchmarks, the GPU device check);
 - tables: ``table_records``, ``aggregate``, ``reference`` (the paper's numbers), ``tables``.
 """

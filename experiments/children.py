@@ -51,13 +51,13 @@ def start(argv: Sequence[str], **popen_kwargs) -> subprocess.Popen:
     return subprocess.Popen(list(argv), start_new_session=True, preexec_fn=preexec, **popen_kwargs)
 
 
-def run_to_file(argv: Sequence[str], path, env: dict | None = None) -> int:
+def run_to_file(argv: Sequence[str], path, env: dict | None = None, cwd=None) -> int:
     """Run ``argv`` to its end with stdout+stderr written to ``path``; its exit code. Unlike :func:`start`, the child
     stays in the caller's process group and session (a SLURM task's runs: the job step tracks and signals them as
     one), and it is killed if waiting is interrupted (``subprocess.run``'s rule)."""
     with open(path, "w") as f:
         return subprocess.run(list(argv), stdout=f, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
-                              env=env).returncode
+                              env=env, cwd=cwd).returncode
 
 
 def capture(argv: Sequence[str]) -> subprocess.CompletedProcess:

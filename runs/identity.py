@@ -33,13 +33,15 @@ REPO_ROOT = Path(__file__).resolve().parents[1]
 #: Keys (prefixes) that do not change what a run computes: where it writes and reads (output folder, resume folder,
 #: data root: the data itself is the split hash; caches), how often it prints or checkpoints, how many loader
 #: workers it uses (NUM_WORKERS can change the augmentation random stream; it is treated as a throughput knob, as
-#: CoOp does), evaluation batching and the frozen-feature cache (results identical), the config file's *name* (its
-#: content is in the other keys) and USE_CUDA (the device, like the machine, is not part of the identity).
+#: CoOp does), evaluation batching and the frozen-feature cache (results identical), the text tower's truncation at
+#: the EOT and its activation checkpointing (MODEL.TEXT_TRUNCATE_EOT / TEXT_CHECKPOINT_CHUNK: results equal within
+#: float rounding, docs/faithfulness.md), the config file's *name* (its content is in the other keys) and USE_CUDA
+#: (the device, like the machine, is not part of the identity).
 IDENTITY_FREE_KEYS = ("OUTPUT_DIR", "RESUME", "VERBOSE", "USE_CUDA", "CONFIG_NAME", "DATASET.ROOT",
                       "DATASET.CACHE_DIR", "DATASET.CHECK_IMAGES", "DATALOADER.NUM_WORKERS", "DATALOADER.PIN_MEMORY",
                       "DATALOADER.PERSISTENT_WORKERS", "DATALOADER.TEST.", "TRAIN.PRINT_FREQ", "TRAIN.PROGRESS_BAR",
                       "TRAIN.CHECKPOINT_FREQ", "TEST.TEXT_CHUNK", "TEST.FEATURE_CACHE", "TEST.PER_CLASS_RESULT",
-                      "TEST.COMPUTE_CMAT")
+                      "TEST.COMPUTE_CMAT", "MODEL.TEXT_TRUNCATE_EOT", "MODEL.TEXT_CHECKPOINT_CHUNK")
 #: Options the record has fields of its own for (``shots``, ``subsample``): not part of ``options``.
 OWN_FIELD_KEYS = ("DATASET.NUM_SHOTS", "DATASET.SUBSAMPLE_CLASSES")
 #: The result-affecting source: these folders and files (tracked files when in a git checkout; Markdown excluded).

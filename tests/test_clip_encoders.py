@@ -84,7 +84,9 @@ def test_text_deep_prompts_replace_rows_1_to_m_of_the_intended_blocks(deep_model
     finally:
         for h in handles:
             h.remove()
-    assert torch.equal(inputs[0], prompts + text.positional_embedding)  # shallow ctx gets positional emb.
+    length = int(eot.max()) + 1  # truncated at the last EOT (MODEL.TEXT_TRUNCATE_EOT)
+    assert inputs[0].shape[1] == length
+    assert torch.equal(inputs[0], (prompts + text.positional_embedding)[:, :length])  # shallow ctx: positional emb.
     for k, p in enumerate(deep):
         x, prev = inputs[k + 1], outputs[k]
         assert torch.equal(x[:, 1:1 + M], p.expand(2, -1, -1))  # no positional embedding

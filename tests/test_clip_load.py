@@ -225,7 +225,8 @@ def test_arch_with_checkpoint_path(tmp_path):
     assert isinstance(loaded, CLIP) and not loaded.training and _equal_weights(loaded, ref)
     ids = clip.tokenize(["a cat"])
     with torch.no_grad():
-        assert torch.equal(loaded.encode_text(ids), ref.eval().encode_text(ids))
+        # ours runs positions 0..max(EOT) only (MODEL.TEXT_TRUNCATE_EOT): equal within float rounding
+        torch.testing.assert_close(loaded.encode_text(ids), ref.eval().encode_text(ids), rtol=1e-5, atol=1e-6)
 
 
 def test_bad_files(tmp_path):

@@ -73,13 +73,13 @@ def test_unknown_keys_fail(tmp_path):
 
 
 def test_each_config_key_is_declared_in_one_place():
-    """The engine's tree, the datasets' keys, TRAINER.CALIB, the trainers' LOSS/TEST keys, the methods' sections and
+    """The engine's tree, the datasets' keys, TRAINER.CALIB, the trainers' LOSS/MODEL.TEXT_*/TEST keys, the methods' sections and
     train.py's CONFIG_NAME: no key in two of them, and together they are exactly the config a run gets."""
     import train
     from calibration.regularizers import CALIB_DEFAULTS
     from datasets.common import DATASET_DEFAULTS
     from dassl.engine import TRAINER_REGISTRY
-    from trainers.config import LOSS_DEFAULTS, TEST_DEFAULTS
+    from trainers.config import LOSS_DEFAULTS, MODEL_DEFAULTS, TEST_DEFAULTS
 
     cfg = get_cfg_default()
     train.extend_cfg(cfg)
@@ -92,7 +92,8 @@ def test_each_config_key_is_declared_in_one_place():
         "engine": set(flatten_cfg(get_cfg_default())),
         "datasets": {f"DATASET.{k}" for k in DATASET_DEFAULTS},
         "calibration": {f"TRAINER.CALIB.{k}" for k in CALIB_DEFAULTS},
-        "trainers": {f"LOSS.{k}" for k in LOSS_DEFAULTS} | {f"TEST.{k}" for k in TEST_DEFAULTS},
+        "trainers": ({f"LOSS.{k}" for k in LOSS_DEFAULTS} | {f"MODEL.{k}" for k in MODEL_DEFAULTS}
+                     | {f"TEST.{k}" for k in TEST_DEFAULTS}),
         "methods": methods,
         "train.py": {"CONFIG_NAME"},
     }

@@ -122,9 +122,12 @@ def check_text_layers(model, rec, deep, n, depth, ctx, phrase="a photo of a"):
     ids = clip.tokenize([f"{phrase} {c.replace('_', ' ')}." for c in CLASSNAMES])
     frozen0 = clip_model.token_embedding(ids) + clip_model.positional_embedding
     x0 = rec.inputs[0]
+    length = x0.shape[1]  # the tower runs up to the last EOT only (MODEL.TEXT_TRUNCATE_EOT)
+    assert length == int(model.prompts.eot_idx.max()) + 1 if hasattr(model, "prompts") else length <= 77
+    frozen0 = frozen0[:, :length]
     assert torch.allclose(x0[:, 1:1 + n], (ctx + clip_model.positional_embedding[1:1 + n]).expand(3, -1, -1))
     assert torch.equal(x0[:, :1], frozen0[:, :1]) and torch.allclose(x0[:, 1 + n:], frozen0[:, 1 + n:])
-    rows = torch.arange(77)
+    rows = torch.arange(length)
     other = (rows < 1) | (rows > n)
     for layer in range(1, len(rec.inputs)):
         if layer < depth:

@@ -41,6 +41,7 @@ def _cfg(n_ctx=N_CTX):
 
 def _ours_text(model, ctx):
     enc = clip.TextEncoder(model)
+    enc.truncate_eot = False  # the idiom runs all 77 positions; truncation's bounds: tests/test_truncation.py
     prompts = TextPrompts(enc, CLASSNAMES, N_CTX)
     return enc(prompts.assemble(ctx), prompts.eot_idx)
 
@@ -122,6 +123,9 @@ def test_our_models_compute_exactly_open_clip(name):
     ids = clip.tokenize(["a photo of a red circle.", "a blue square on a white background"])
     x = _images(2)
     with torch.no_grad():
+        truncated = model.encode_text(ids)  # positions 0..max(EOT) only: equal within float rounding
+        torch.testing.assert_close(truncated, plain.encode_text(ids), rtol=1e-5, atol=1e-6)
+        clip.set_text_options(model, truncate_eot=False)  # all 77 positions: open_clip's computation to the bit
         assert torch.equal(model.encode_text(ids), plain.encode_text(ids))
         enc = clip.TextEncoder(model)
         assert torch.equal(enc(enc.embed(ids), ids.argmax(-1)), plain.encode_text(ids))

@@ -1,6 +1,6 @@
 #!/usr/bin/env python
 """Measure one sweep run's wall time under 1 vs 2 (or more) torch threads, on a quiet and on a loaded machine, and
-write docs/threads.md (the measurement behind the sweep's thread policy, ``tools/run_policy.py``).
+write docs/threads.md (the measurement behind the sweep's thread policy, ``experiments/run_policy.py``).
 
     python tools/bench_threads.py [--configs toy tiny] [--threads 1 2] [--load-procs 0 2] [--epochs E]
         [--repeats R] [--json] [--out docs/threads.md]
@@ -21,7 +21,6 @@ import json
 import os
 import shlex
 import statistics
-import subprocess
 import sys
 import tempfile
 import time
@@ -31,6 +30,7 @@ from typing import Any
 if __package__ in (None, ""):  # run as a script: make the repository importable
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from experiments import children  # noqa: E402
 from experiments import planner as sweep  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[1]
@@ -57,9 +57,10 @@ def run_args(config: str, data: Path, out: Path, epochs: int | None) -> tuple[li
         unit = sweep.Planner("coop", s).base2novel(["imagefolder"])[0]
     args = list(unit.runs[0].args)
     # the planner's own thread choice is what is being measured: drop it, the measurement sets it
-    while "TRAIN.NUM_THREADS" in args:
+    while "TRAIN.NUM_THREADS" in args:  # as a sweep setting (--sweep-opt KEY VALUE) or a user option (KEY VALUE)
         i = args.index("TRAIN.NUM_THREADS")
-        del args[i:i + 2]
+        start = i - 1 if i and args[i - 1] == "--sweep-opt" else i
+        del args[start:i + 2]
     return args, unit.runs[0].out_dir
 
 
@@ -67,19 +68,16 @@ def time_run(planned: tuple[list[str], Path], threads: int, cache: Path, load_pr
     args, out = planned
     argv = [sys.executable, str(REPO / "train.py"), *args, "TRAIN.NUM_THREADS", str(threads)]
     env = dict(os.environ, CALIB_PROMPT_CACHE=str(cache))
-    burners = [subprocess.Popen([sys.executable, "-c", BURNER]) for _ in range(load_procs)]
+    burners = [children.start([sys.executable, "-c", BURNER]) for _ in range(load_procs)]
     try:
         load_before = load_average()
         t0 = time.perf_counter()
-        with open(cache.with_suffix(".console.log"), "w") as log:
-            rc = subprocess.run(argv, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, env=env,
-                                cwd=REPO).returncode
+        rc = children.run_to_file(argv, cache.with_suffix(".console.log"), env=env, cwd=REPO)
         wall = time.perf_counter() - t0
         load_after = load_average()
     finally:
         for p in burners:
-            p.kill()
-            p.wait()
+            children.stop(p, grace=0)
     if rc != 0:
         raise SystemExit(f"train.py failed (exit code {rc}); see {cache.with_suffix('.console.log')}\n"
                          f"    command: {shlex.join(argv)}")
@@ -92,7 +90,7 @@ def measure(configs: list[str], threads: list[int], loads: list[int], epochs: in
             work: Path, say=print) -> list[dict[str, Any]]:
     data = {"toy": work / "toy_data", "tiny": work / "tiny_data"}
     if "tiny" in configs and not data["tiny"].exists():
-        from tools.benchmark import make_dataset
+        from experiments.benchmark.common import make_dataset
 
         make_dataset(data["tiny"], classes=10, per_class=24, image_size=224)
     data["toy"].mkdir(exist_ok=True)
@@ -149,7 +147,7 @@ def render(summary: list[dict[str, Any]], info: dict[str, Any], command: str) ->
         "`toy` is the quick start's first run (CoOp on toy-clip, seed 1, base classes); `tiny` is CoOp with tiny-vit "
         "on a generated 10-class folder. wall = the whole train.py process (start-up, training, evaluation).", "",
         table, "",
-        "The sweep's thread policy (`tools/run_policy.py`, `THREADS` in scripts/README.md) is chosen from this table.",
+        "The sweep's thread policy (`experiments/run_policy.py`, `THREADS` in scripts/README.md) is chosen from this table.",
         ""])
 
 
@@ -173,7 +171,7 @@ def main(argv: list[str] | None = None) -> int:
 
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))   # a killed measurement still ends its load processes
 
-    from tools.benchmark import cpu_model
+    from experiments.benchmark.common import cpu_model
 
     info = {"cpu": cpu_model(), "cores": os.cpu_count(), "python": platform.python_version(),
             "date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),

@@ -145,6 +145,13 @@ class PromptModel(nn.Module):
         return PromptOutput(logits=self.logit_scale * f @ text.t(), text_features=text, image_features=f)
 
 
+def apply_text_options(clip_model, cfg):
+    """MODEL.TEXT_TRUNCATE_EOT / MODEL.TEXT_CHECKPOINT_CHUNK onto a loaded CLIP (speed keys: results are equal)."""
+    model = cfg.get("MODEL") or {}
+    return clip.encoders.set_text_options(clip_model, bool(model.get("TEXT_TRUNCATE_EOT", True)),
+                                          int(model.get("TEXT_CHECKPOINT_CHUNK", 0)))
+
+
 def resolve_precision(prec: str, device: torch.device) -> str:
     prec = str(prec).lower()
     if prec not in PRECISIONS:
@@ -181,6 +188,7 @@ class PromptTrainer(CachedFeatures, FrozenTarget, TrainerX):
         clip_model = clip.load(cfg.MODEL.BACKBONE.NAME, device=self.device, precision=weights)
         clip_model.requires_grad_(False)
         clip_model.eval()
+        apply_text_options(clip_model, cfg)
         size = getattr(clip_model.visual, "image_size", None)  # checked here, before any image reaches the tower
         size = (size, size) if isinstance(size, int) else tuple(size) if size is not None else None
         if size is not None and tuple(cfg.INPUT.SIZE) != size:

@@ -28,6 +28,7 @@ import torch.nn.functional as F
 
 from calibration.regularizers import build_objective
 
+from .base import apply_text_options
 from .templates import FrozenTarget, zeroshot_text_features
 
 
@@ -41,6 +42,7 @@ class CalibHook(FrozenTarget):
     def setup_calib(self, clip_model) -> None:
         """Build the --calib objective and the frozen text features ``F0`` of the current classes, once."""
         self.calib_clip = clip_model.to(self.device)  # the parts the method's model does not hold move too
+        apply_text_options(clip_model, self.cfg)  # MODEL.TEXT_TRUNCATE_EOT for F0 and the file's encode_text
         self.calib_objective = build_objective(self.cfg)
         with torch.no_grad():
             self.zs_text_features = zeroshot_text_features(

@@ -14,6 +14,12 @@ from trainers.plugins import config_classes
 
 #: top-level LOSS node of the TCPT code base (ProGrad's config sets LOSS.NAME / LOSS.T; its scripts pass LOSS.LAMBDA)
 LOSS_DEFAULTS: dict[str, Any] = {"GM": False, "NAME": "", "ALPHA": 0.0, "T": 1.0, "LAMBDA": 1.0}
+#: text-tower keys of PromptTrainer (clip.set_text_options applies them to the loaded CLIP)
+MODEL_DEFAULTS: dict[str, Any] = {
+    "TEXT_TRUNCATE_EOT": True,   # text tower over positions 0..max(EOT) only: exact, faster (a speed key)
+    "TEXT_CHECKPOINT_CHUNK": 0,  # > 0: activation checkpointing of the text tower over chunks of this many prompts
+    #                              in training (exact; less memory, ~1/3 more text time)
+}
 #: evaluation keys of PromptTrainer
 TEST_DEFAULTS: dict[str, Any] = {
     "TEXT_CHUNK": -1,          # prompts per text-encoder call at evaluation (bounded memory); -1: by device
@@ -24,9 +30,11 @@ TEST_DEFAULTS: dict[str, Any] = {
 
 
 def add_trainer_config(cfg: CN) -> None:
-    """Add LOSS.*, the TEST keys above and each registered method's TRAINER.<cfg_node> defaults (keys already in a
+    """Add LOSS.*, the MODEL and TEST keys above and each registered method's TRAINER.<cfg_node> defaults (keys already in a
     method's section are kept). The trainer modules must be imported first (``import trainers``)."""
     cfg.LOSS = CN(dict(LOSS_DEFAULTS))
+    for key, value in MODEL_DEFAULTS.items():
+        cfg.MODEL[key] = value
     for key, value in TEST_DEFAULTS.items():
         cfg.TEST[key] = value
     for cls in config_classes():  # a built-in a --trainer-file replaces keeps its section (the file reads it)

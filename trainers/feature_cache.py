@@ -84,6 +84,14 @@ def library_versions() -> dict[str, str]:
 
 
 def _file_sha256(path: str) -> str:
+    st = os.stat(path)
+    return _file_sha256_of(path, st.st_mtime_ns, st.st_size)
+
+
+@functools.lru_cache(maxsize=4096)
+def _file_sha256_of(path: str, mtime_ns: int, size: int) -> str:
+    """Memoised by modification time and size: every evaluation hashes the same few dozen source files (the
+    largest fixed cost of a cached evaluation, docs/performance.md), and they do not change within a run."""
     with open(path, "rb") as f:
         return hashlib.sha256(f.read()).hexdigest()
 
@@ -112,18 +120,25 @@ def code_fingerprint(*objects) -> str:
     version of the code gives one fingerprint in every checkout and virtual environment."""
     files: set[str] = set()
     for obj in objects:
-        members = list(obj.modules()) if isinstance(obj, torch.nn.Module) else [obj]
+        # a module's submodules by class (a ViT repeats one block class dozens of times): each class looked up once
+        members = {type(m): m for m in obj.modules()}.values() if isinstance(obj, torch.nn.Module) else [obj]
         for member in members:
             files.update(os.path.realpath(p) for p in _source_files(member) if p and os.path.isfile(p))
+    roots = _roots()
+    names = {path: _portable_name(path, roots) for path in files}
     h = hashlib.sha256()
-    for path in sorted(files, key=_portable_name):
-        h.update(f"{_portable_name(path)}:{_file_sha256(path)}\n".encode())
+    for path in sorted(files, key=names.__getitem__):
+        h.update(f"{names[path]}:{_file_sha256(path)}\n".encode())
     return h.hexdigest()
 
 
-def _portable_name(path: str) -> str:
+def _roots() -> list[str]:
+    return [os.path.realpath(p or os.getcwd()) for p in sys.path]
+
+
+def _portable_name(path: str, roots: list[str] | None = None) -> str:
     """``path`` relative to the longest sys.path entry holding it (``clip/encoders.py``, ``open_clip/model.py``)."""
-    roots = [os.path.realpath(p or os.getcwd()) for p in sys.path]
+    roots = _roots() if roots is None else roots
     inside = [r for r in roots if path.startswith(r.rstrip(os.sep) + os.sep)]
     return os.path.relpath(path, max(inside, key=len)) if inside else path
 
