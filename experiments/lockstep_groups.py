@@ -140,7 +140,7 @@ def _data_key(mode: str):
 
 
 def sweep_partners(units: Sequence, mode: str) -> dict:
-    """tools/sweep.py: training run folder -> the other training runs of its lockstep group (its ``Unit``s' runs
+    """experiments/sweep.py: training run folder -> the other training runs of its lockstep group (its ``Unit``s' runs
     that load no prompts)."""
     training = [r for u in units for r in u.runs if r.depends is None]
     partners = {}
@@ -151,7 +151,7 @@ def sweep_partners(units: Sequence, mode: str) -> dict:
 
 
 def merge_chains(chains: Sequence[Sequence], args_of: Callable[[object], Sequence[str]], mode: str) -> list[list]:
-    """tools/launch_slurm.py: chains (a training job, then its evaluations) whose training jobs group together
+    """experiments/launch_slurm.py: chains (a training job, then its evaluations) whose training jobs group together
     become one array task: the group's training jobs first (run_chain trains them in one lockstep process), then
     every member's evaluations."""
     heads = [c[0] for c in chains]
@@ -164,7 +164,7 @@ def merge_chains(chains: Sequence[Sequence], args_of: Callable[[object], Sequenc
 
 
 def job_mates(jobs: Sequence, mode: str) -> dict[int, list]:
-    """tools/launch.py (local): job index -> the other jobs of its lockstep group, over its unfinished jobs (a
+    """experiments/launch_local.py: job index -> the other jobs of its lockstep group, over its unfinished jobs (a
     ``Job``'s train.py arguments: ``job.as_run().args``)."""
     mates = {}
     for group in grouped(list(jobs), lambda j: j.as_run().args, mode, data_key=_data_key(mode)):

@@ -169,7 +169,7 @@ def test_fp16_truncation_within_the_stated_bound(backbone):
 
 
 def test_speed_keys_do_not_enter_the_run_identity():
-    from trainers.identity import identity_free
+    from runs.identity import identity_free
 
     assert identity_free("MODEL.TEXT_TRUNCATE_EOT") and identity_free("MODEL.TEXT_CHECKPOINT_CHUNK")
     assert not identity_free("MODEL.BACKBONE.NAME")
