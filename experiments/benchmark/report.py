@@ -169,8 +169,8 @@ METHOD_NOTES = [
     "paper-style steps are interleaved round by round and each ratio is the median of per-round ratios, so load "
     "from other processes affects them alike. Evaluation batches run under `no_grad` with the method's precision.",
     "- Paper-style step: our calibrated step plus a frozen image-encoder pass and zero-shot logits per step "
-    "(tcpt-reference.md §1.7, §7 item 8). Paper-style evaluation batch: the text features recomputed per batch "
-    "(methods.md §13 item 9).",
+    "(docs/method_notes.md#the-papers-own-code). Paper-style evaluation batch: the text features recomputed per "
+    "batch (docs/method_notes.md#what-is-computed-once).",
     "- Cache speedup: wall time of `PromptTrainer.predict` on the test split, first (images decoded, encoded and "
     "cached) over second (features read from `TEST.FEATURE_CACHE_DIR`).",
     "- Peak memory on CPU is the whole process's maximum RSS (two trainers, the data and Python included).",
