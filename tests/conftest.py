@@ -25,7 +25,8 @@ os.environ.update({
 os.makedirs(os.environ["HOME"])
 # Places outside the test folders the code would read, and the sweeps' settings (tests pass their own).
 for _var in ("CLIP_WEIGHTS", "CLIP_CACHE_DIR", "CALIB_PROMPT_TRAINERS", "DATA", "OUTPUT", "SEEDS", "SHOTS", "CALIB",
-             "CFG", "OPTS", "BACKBONE", "THREADS", "DRY_RUN", "ON_MISMATCH", "STOP_ON_ERROR", "PYTHON"):
+             "CFG", "OPTS", "BACKBONE", "THREADS", "LOCKSTEP", "DRY_RUN", "ON_MISMATCH", "STOP_ON_ERROR",
+             "PYTHON"):
     os.environ.pop(_var, None)
 
 import pytest  # noqa: E402
