@@ -96,6 +96,7 @@ def render(r: dict[str, Any], machine: dict[str, Any], command: str) -> str:
 
 
 def replace_section(text: str, section: str) -> str:
-    from .realshape_run import replace_section as replace
+    """``text`` with the cached-evaluation section replaced (report.replace_section)."""
+    from .report import replace_section as replace
 
     return replace(text, section, *SECTION)

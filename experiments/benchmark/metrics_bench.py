@@ -6,6 +6,7 @@ import time
 from typing import Any
 
 from .common import METRICS_TARGETS, SEED, check_targets
+from .report import replace_section
 
 def benchmark_metrics(n: int, c: int, repeats: int = 5, n_bins: int = 10, seed: int = SEED) -> dict[str, Any]:
     """Time and memory of ``compute_metrics`` on random N x C float64 logits (see the module docstring)."""
@@ -92,15 +93,7 @@ def _metric_keys() -> tuple[str, ...]:
 
 def replace_metrics_section(text: str, section: str) -> str:
     """``text`` with its metrics section replaced by ``section`` (appended before the method notes if absent)."""
-    if METRICS_BEGIN in text and METRICS_END in text:
-        head, rest = text.split(METRICS_BEGIN, 1)
-        tail = rest.split(METRICS_END, 1)[1].lstrip("\n")
-        return head + section + ("\n" + tail if tail else "")
-    anchor = "## How it is measured"
-    if anchor in text:
-        head, tail = text.split(anchor, 1)
-        return head + section + "\n" + anchor + tail
-    return (text.rstrip() + "\n\n" if text.strip() else "") + section
+    return replace_section(text, section, METRICS_BEGIN, METRICS_END)
 
 
 # ----------------------------------------------------------------------------------------------- machine, load

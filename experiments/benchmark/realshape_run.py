@@ -10,6 +10,7 @@ from typing import Any, Callable
 from tabulate import tabulate
 
 from . import realshape as R
+from .report import replace_section as report_replace
 
 SECTION = ("<!-- realshape-benchmark:begin -->", "<!-- realshape-benchmark:end -->")
 
@@ -336,13 +337,5 @@ def _memory_lines(r) -> list[str]:
 
 
 def replace_section(text: str, section: str, begin: str = SECTION[0], end: str = SECTION[1]) -> str:
-    """``text`` with the delimited section replaced (inserted before "## How it is measured" when absent)."""
-    if begin in text and end in text:
-        head, rest = text.split(begin, 1)
-        tail = rest.split(end, 1)[1].lstrip("\n")
-        return head + section + ("\n" + tail if tail else "")
-    anchor = "## How it is measured"
-    if anchor in text:
-        head, tail = text.split(anchor, 1)
-        return head + section + "\n" + anchor + tail
-    return (text.rstrip() + "\n\n" if text.strip() else "") + section
+    """``text`` with the real-shape section replaced (report.replace_section)."""
+    return report_replace(text, section, begin, end)

@@ -190,3 +190,17 @@ CHUNK_NOTES = [
 
 
 # ----------------------------------------------------------------------------------------------- CLI
+
+
+def replace_section(text: str, section: str, begin: str, end: str) -> str:
+    """``text`` with the section delimited by ``begin``/``end`` replaced by ``section`` (inserted before "## How it
+    is measured" when absent, else appended): each benchmark rewrites only its own part of docs/performance.md."""
+    if begin in text and end in text:
+        head, rest = text.split(begin, 1)
+        tail = rest.split(end, 1)[1].lstrip("\n")
+        return head + section + ("\n" + tail if tail else "")
+    anchor = "## How it is measured"
+    if anchor in text:
+        head, tail = text.split(anchor, 1)
+        return head + section + "\n" + anchor + tail
+    return (text.rstrip() + "\n\n" if text.strip() else "") + section
