@@ -41,7 +41,7 @@ IDENTITY_FREE_KEYS = ("OUTPUT_DIR", "RESUME", "VERBOSE", "USE_CUDA", "CONFIG_NAM
                       "DATASET.CACHE_DIR", "DATASET.CHECK_IMAGES", "DATALOADER.NUM_WORKERS", "DATALOADER.PIN_MEMORY",
                       "DATALOADER.PERSISTENT_WORKERS", "DATALOADER.TEST.", "TRAIN.PRINT_FREQ", "TRAIN.PROGRESS_BAR",
                       "TRAIN.CHECKPOINT_FREQ", "TEST.TEXT_CHUNK", "TEST.FEATURE_CACHE", "TEST.PER_CLASS_RESULT",
-                      "TEST.COMPUTE_CMAT", "MODEL.TEXT_TRUNCATE_EOT", "MODEL.TEXT_CHECKPOINT_CHUNK")
+                      "TEST.COMPUTE_CMAT")
 #: Options the record has fields of its own for (``shots``, ``subsample``): not part of ``options``.
 OWN_FIELD_KEYS = ("DATASET.NUM_SHOTS", "DATASET.SUBSAMPLE_CLASSES")
 #: The result-affecting source: these folders and files (tracked files when in a git checkout; Markdown excluded).
