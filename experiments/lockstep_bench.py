@@ -69,6 +69,11 @@ def time_lockstep(runs: dict[str, Sequence[str]], workdir: str | os.PathLike,
     way into fresh folders under ``workdir`` with a feature cache of its own."""
     work = Path(workdir)
     train = str(REPO / "train.py")
+    root = next((a[i + 1] for a in runs.values() for i, w in enumerate(a[:-1]) if w == "--root"), None)
+    if root is not None and any("toy.yaml" in w for a in runs.values() for w in a):
+        from toy import data as toy_data
+
+        toy_data.ensure(REPO / root / "toy", progress=False)  # drawn before the clock starts: both ways alike
     result: dict = {"runs": list(runs)}
     outs = {}
     for mode in ("separate", "lockstep"):
