@@ -61,3 +61,16 @@ def coop_argv(root, out, *extra, trainer="CoOp", backbone="tiny-vit", opts=()):
             "--dataset-config-file", IMAGEFOLDER_CFG, "--config-file", COOP_CFG, "--output-dir", str(out),
             *extra, "DATALOADER.NUM_WORKERS", "0", "TRAIN.PRINT_FREQ", "1", *opts]
 
+
+def run_train(argv) -> int:
+    """``train.py``'s exit code for ``argv``, in this process; the console comes back afterwards (a run tees
+    stdout into its log.txt)."""
+    import sys
+
+    import train
+
+    saved = sys.stdout
+    try:
+        return train.cli(argv)
+    finally:
+        sys.stdout = saved

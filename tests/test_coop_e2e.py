@@ -3,7 +3,6 @@ on the new classes, with and without --calib; the invariants of prompt tuning; t
 from __future__ import annotations
 
 import json
-import sys
 from pathlib import Path
 
 import numpy as np
@@ -11,7 +10,7 @@ import pytest
 import torch
 
 import train
-from tests.helpers import coop_argv, make_image_folder
+from tests.helpers import coop_argv, make_image_folder, run_train
 
 pytestmark = [pytest.mark.slow, pytest.mark.e2e]  # pytest.ini: the quick tier skips these
 
@@ -20,14 +19,6 @@ pytestmark = [pytest.mark.slow, pytest.mark.e2e]  # pytest.ini: the quick tier s
 @pytest.fixture(scope="module")
 def data_root(tmp_path_factory):
     return make_image_folder(tmp_path_factory.mktemp("imagefolder"))
-
-
-def run(argv) -> int:
-    saved = sys.stdout
-    try:
-        return train.cli(argv)
-    finally:
-        sys.stdout = saved
 
 
 BASE_OPTS = ("DATASET.NUM_SHOTS", "4", "DATASET.SUBSAMPLE_CLASSES", "base", "OPTIM.MAX_EPOCH", "2")
@@ -39,9 +30,9 @@ def base_runs(data_root, tmp_path_factory):
     dirs = {}
     for variant, extra in (("plain", ()), ("calib", ("--calib",))):
         base = out / variant / "base"
-        assert run(coop_argv(data_root, base, *extra, opts=BASE_OPTS)) == 0
+        assert run_train(coop_argv(data_root, base, *extra, opts=BASE_OPTS)) == 0
         new = out / variant / "new"
-        assert run(coop_argv(data_root, new, *extra, "--eval-only", "--model-dir", str(base), "--load-epoch", "2",
+        assert run_train(coop_argv(data_root, new, *extra, "--eval-only", "--model-dir", str(base), "--load-epoch", "2",
                              opts=("DATASET.NUM_SHOTS", "4", "DATASET.SUBSAMPLE_CLASSES", "new"))) == 0
         dirs[variant] = (base, new)
     return dirs
@@ -141,7 +132,7 @@ def test_checkpoint_round_trip_reproduces_logits(base_runs, data_root, tmp_path)
     again = tmp_path / "again"
     argv = coop_argv(data_root, again, "--eval-only", "--model-dir", str(base), "--load-epoch", "2",
                      opts=("DATASET.NUM_SHOTS", "4", "DATASET.SUBSAMPLE_CLASSES", "base"))
-    assert run(argv) == 0
+    assert run_train(argv) == 0
     a = np.load(base / "predictions.npz")["logits"]
     b = np.load(again / "predictions.npz")["logits"]
     np.testing.assert_array_equal(a, b)
@@ -150,7 +141,7 @@ def test_checkpoint_round_trip_reproduces_logits(base_runs, data_root, tmp_path)
 def test_missing_checkpoint_is_one_clear_error(data_root, tmp_path, capsys):
     argv = coop_argv(data_root, tmp_path / "x", "--eval-only", "--model-dir", str(tmp_path / "nothing"),
                      "--load-epoch", "2", opts=("DATASET.NUM_SHOTS", "4", "DATASET.SUBSAMPLE_CLASSES", "new"))
-    assert run(argv) == 1
+    assert run_train(argv) == 1
     err = capsys.readouterr().err
     assert "no checkpoint at" in err and "Traceback" not in err
     assert not (tmp_path / "x" / "results.json").exists()
@@ -162,6 +153,6 @@ def test_zero_shot_clip_runs(data_root, tmp_path):
             "--config-file", str(train.__file__).replace("train.py", "configs/trainers/ZeroshotCLIP/vit_b16.yaml"),
             "--output-dir", str(tmp_path / "zs"), "--eval-only", "DATALOADER.NUM_WORKERS", "0",
             "DATASET.SUBSAMPLE_CLASSES", "new"]
-    assert run(argv) == 0
+    assert run_train(argv) == 0
     pred = np.load(tmp_path / "zs" / "predictions.npz")
     np.testing.assert_allclose(pred["logits"], pred["zs_logits"], rtol=1e-5, atol=1e-4)

@@ -11,20 +11,12 @@ import pytest
 import torch
 
 import train
-from tests.helpers import REPO, coop_argv, make_image_folder
+from tests.helpers import REPO, coop_argv, make_image_folder, run_train
 
 PRODA_CFG = str(REPO / "configs/trainers/ProDA/vit_b16_c16_ep100_batch4.yaml")
 # the same data settings for every run (ProDA's config has batch 4, CoOp's 32); a checkpoint every epoch (resume)
 OPTS = ("DATASET.NUM_SHOTS", "4", "DATASET.SUBSAMPLE_CLASSES", "base", "OPTIM.MAX_EPOCH", "2",
         "DATALOADER.TRAIN_X.BATCH_SIZE", "4", "TRAIN.CHECKPOINT_FREQ", "1", "TRAIN.NUM_THREADS", "1")
-
-
-def run(argv) -> int:
-    saved = sys.stdout
-    try:
-        return train.cli(argv)
-    finally:
-        sys.stdout = saved
 
 
 def proda_argv(root, out, *extra):
@@ -59,7 +51,7 @@ def data_root(tmp_path_factory):
 def alone(data_root, tmp_path_factory, one_thread):
     out = tmp_path_factory.mktemp("alone")
     for argv in variants(data_root, out).values():
-        assert run(argv) == 0
+        assert run_train(argv) == 0
     return out
 
 
@@ -67,7 +59,7 @@ def alone(data_root, tmp_path_factory, one_thread):
 @pytest.mark.e2e
 def test_lockstep_equals_lone_runs_bit_for_bit(data_root, alone, tmp_path, one_thread):
     runs = variants(data_root, tmp_path)
-    assert run(train.lockstep_argv(list(runs.values()))) == 0
+    assert run_train(train.lockstep_argv(list(runs.values()))) == 0
     for name in runs:
         assert_same_predictions(alone / name, tmp_path / name)
         log = (tmp_path / name / "log.txt").read_text()
@@ -89,14 +81,14 @@ def test_lockstep_equals_lone_runs_bit_for_bit(data_root, alone, tmp_path, one_t
     # it stopped: plain from its epoch-1 checkpoint (joining at epoch 2), calib from scratch, and both still
     # equal their lone runs
     stamps = {name: (tmp_path / name / "results.json").stat().st_mtime_ns for name in runs}
-    assert run(train.lockstep_argv(list(runs.values()))) == 0
+    assert run_train(train.lockstep_argv(list(runs.values()))) == 0
     assert stamps == {name: (tmp_path / name / "results.json").stat().st_mtime_ns for name in runs}
     for name in ("plain", "calib"):
         for f in ("results.json", "predictions.npz"):
             (tmp_path / name / f).unlink()
     (next((tmp_path / "plain").glob("*/checkpoint"))).write_text("model.pth.tar-1\n")
     shutil.rmtree(next(p for p in (tmp_path / "calib").iterdir() if (p / "checkpoint").is_file()))
-    assert run(train.lockstep_argv(list(runs.values()))) == 0
+    assert run_train(train.lockstep_argv(list(runs.values()))) == 0
     for name in runs:
         assert_same_predictions(alone / name, tmp_path / name)
 
@@ -106,7 +98,7 @@ def test_lockstep_refuses_runs_of_other_data_settings(tmp_path, capsys):
     a = coop_argv(root, tmp_path / "a", opts=OPTS)
     b = coop_argv(root, tmp_path / "b", "--calib", opts=OPTS)
     b[b.index("--seed") + 1] = "2"
-    assert run(train.lockstep_argv([a, b])) == 1
+    assert run_train(train.lockstep_argv([a, b])) == 1
     err = capsys.readouterr().err
     assert "SEED: 1 (run 1) vs 2 (run 2)" in err and "LOCKSTEP=0" in err
     assert not (tmp_path / "a").exists()  # nothing touched
@@ -115,10 +107,10 @@ def test_lockstep_refuses_runs_of_other_data_settings(tmp_path, capsys):
 def test_lockstep_refuses_evaluations_and_shared_folders(tmp_path, capsys):
     root = make_image_folder(tmp_path / "data", n_classes=2, per_class=2)
     a = coop_argv(root, tmp_path / "a", opts=OPTS)
-    assert run(train.lockstep_argv([a, coop_argv(root, tmp_path / "a", "--calib", opts=OPTS)])) == 1
+    assert run_train(train.lockstep_argv([a, coop_argv(root, tmp_path / "a", "--calib", opts=OPTS)])) == 1
     assert "same --output-dir" in capsys.readouterr().err
     ev = coop_argv(root, tmp_path / "e", "--eval-only", "--model-dir", str(tmp_path / "a"), opts=OPTS)
-    assert run(train.lockstep_argv([a, ev])) == 1
+    assert run_train(train.lockstep_argv([a, ev])) == 1
     assert "--eval-only" in capsys.readouterr().err
 
 
@@ -137,7 +129,7 @@ def test_image_prompted_methods_are_refused(tmp_path, capsys, one_thread):
         argv = coop_argv(root, tmp_path / name, *extra, trainer="VPT", opts=OPTS)
         argv[argv.index("--config-file") + 1] = cfg
         runs.append(argv)
-    assert run(train.lockstep_argv(runs)) == 1
+    assert run_train(train.lockstep_argv(runs)) == 1
     assert "prompts the image tower" in capsys.readouterr().err
     assert not (tmp_path / "plain" / "log.txt").exists()  # refused before any folder was started
 
@@ -194,7 +186,7 @@ def test_a_failing_member_stops_alone(data_root, alone, tmp_path, one_thread, ca
     predictions; the command exits 1 naming the failed run."""
     plain = coop_argv(data_root, tmp_path / "plain", opts=OPTS)
     wild = coop_argv(data_root, tmp_path / "wild", "--calib", opts=OPTS + ("OPTIM.LR", "1e30"))
-    assert run(train.lockstep_argv([wild, plain])) == 1
+    assert run_train(train.lockstep_argv([wild, plain])) == 1
     err = capsys.readouterr().err
     assert "wild failed at epoch" in err and "non-finite loss" in err
     assert "non-finite loss" in (tmp_path / "wild" / "log.txt").read_text()
@@ -212,14 +204,14 @@ def test_a_group_resumed_with_persistent_workers_equals_its_lone_runs(data_root,
     runs = {"plain": coop_argv(data_root, tmp_path / "g" / "plain", opts=opts),
             "calib": coop_argv(data_root, tmp_path / "g" / "calib", "--calib", opts=opts)}
     for name, argv in runs.items():
-        assert run([*argv[:argv.index("--output-dir") + 1], str(tmp_path / "alone" / name),
+        assert run_train([*argv[:argv.index("--output-dir") + 1], str(tmp_path / "alone" / name),
                     *argv[argv.index("--output-dir") + 2:]]) == 0
-    assert run(train.lockstep_argv(list(runs.values()))) == 0
+    assert run_train(train.lockstep_argv(list(runs.values()))) == 0
     for name in runs:  # both stopped after epoch 1: the group starts at epoch 2
         for f in ("results.json", "predictions.npz"):
             (tmp_path / "g" / name / f).unlink()
         (next((tmp_path / "g" / name).glob("*/checkpoint"))).write_text("model.pth.tar-1\n")
-    assert run(train.lockstep_argv(list(runs.values()))) == 0
+    assert run_train(train.lockstep_argv(list(runs.values()))) == 0
     for name in runs:
         assert "Previous epoch: 1" in (tmp_path / "g" / name / "log.txt").read_text()
         assert_same_predictions(tmp_path / "alone" / name, tmp_path / "g" / name)
