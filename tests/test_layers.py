@@ -13,11 +13,6 @@ import pytest
 REPO = Path(__file__).resolve().parents[1]
 PACKAGES = ("common", "dassl", "clip", "toy", "datasets", "calibration", "trainers", "runs", "experiments", "tools")
 
-#: cycles that other work in progress removes (issue 21, Engineer B: the tools become a library in experiments/);
-#: the integrator empties this once that branch is merged
-PENDING_CYCLES: set[frozenset[str]] = set()
-
-
 def _modules() -> dict[str, Path]:
     """Dotted name -> file, for every project module (train.py included)."""
     out = {"train": REPO / "train.py"}
@@ -106,13 +101,8 @@ def test_no_import_cycles_between_files():
     known = _modules()
     graph = {name: _imports(name, path, known) for name, path in known.items()}
     assert graph["datasets"] and "dassl.data.datasets.build" in graph["datasets"]  # the walk sees real edges
-    cycles = [c for c in _cycles(graph) if frozenset(c) not in PENDING_CYCLES]
+    cycles = _cycles(graph)
     assert not cycles, f"import cycles between files: {[sorted(c) for c in cycles]}"
-
-
-#: (tool, the tool or train it imports) that other work in progress removes: Engineer D moves the benchmark's logic
-#: into a library module (issue 21); the integrator empties this once that branch is merged
-PENDING_TOOL_IMPORTS: set[tuple[str, str]] = set()
 
 
 def _tool_imports(path: Path, tool_stems: set[str]) -> set[str]:
@@ -155,9 +145,7 @@ def test_tools_import_no_other_tool_and_not_train():
     bad = []
     for path in files:
         me = f"tools.{path.stem}"
-        for target in sorted(_tool_imports(path, stems - {path.stem}) - {me}):
-            if (me, target) not in PENDING_TOOL_IMPORTS:
-                bad.append(f"tools/{path.name} imports {target}")
+        bad += [f"tools/{path.name} imports {t}" for t in sorted(_tool_imports(path, stems - {path.stem}) - {me})]
     assert not bad, "move what they share into a library module:\n" + "\n".join(bad)
 
 
