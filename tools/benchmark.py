@@ -40,8 +40,8 @@ probabilities), ``metrics_peak_mib`` (tracemalloc peak of one call: the memory i
 ``--real-shape`` measures ViT-B/16 shapes with random weights (experiments/benchmark/realshape.py): the text tower
 truncated at the EOT against all 77 positions (and per length group), CoOp/CoCoOp/MaPLe/PromptSRC steps with and
 without truncation beside the reference-shaped step, peak training memory per configuration in capped subprocesses,
-and the lockstep pair when that code exists. ``--cache-scale N`` measures the cached evaluation on about N test
-images of the tiny backbone and profiles the second (cached) evaluation. Both rewrite only their own section of
+and the toy {plain, --calib} pair in lockstep against two separate runs. ``--cache-scale N`` measures the cached
+evaluation on about N test images of the tiny backbone and profiles the second (cached) evaluation. Both rewrite only their own section of
 ``--out``. The logic lives in ``experiments/benchmark/``; this file is its command line.
 
 Variants are timed interleaved, round by round, so a busy machine slows them alike; ratios are medians of the
